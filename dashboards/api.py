@@ -1,0 +1,179 @@
+"""Read API under /api/v1 (query token as `Authorization: Bearer`)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import orjson
+import redis.asyncio as aioredis
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ingest.auth import Projects, bearer_token
+from storage import queries
+from storage.clickhouse import ClickHouse, StorageError
+from storage.keys import agent_index_key, agent_state_key, live_channel
+from weftline.config import ProjectConfig
+
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.error, "detail": self.detail}, status_code=self.status)
+
+
+def authorize(request: Request, projects: Projects) -> ProjectConfig:
+    """The project the token belongs to; `project_id`, when given, must be that project."""
+    project = projects.by_token(bearer_token(request))
+    if project is None:
+        raise ApiError(401, "unauthorized", "send the project's query token as a Bearer token")
+    raw = request.query_params.get("project_id")
+    if raw is not None:
+        if not raw.isdigit():
+            raise ApiError(400, "bad_parameter", "project_id must be a number")
+        if int(raw) != project.id:
+            raise ApiError(403, "forbidden", f"this token cannot read project {raw}")
+    return project
+
+
+def parse_time(raw: str | None, name: str) -> datetime | None:
+    """ISO 8601 or epoch milliseconds; naive times are UTC."""
+    if raw is None or raw == "":
+        return None
+    try:
+        if raw.lstrip("-").isdigit():
+            return datetime.fromtimestamp(int(raw) / 1000, UTC).replace(tzinfo=None)
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        raise ApiError(400, "bad_parameter", f"{name} must be ISO 8601 or epoch ms") from None
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt
+
+
+def parse_limit(raw: str | None, default: int = 100, maximum: int = 10_000) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ApiError(400, "bad_parameter", f"limit must be 1..{maximum}")
+    return int(raw)
+
+
+def _s(v: bytes | None) -> str:
+    return v.decode() if v else ""
+
+
+class ReadApi:
+    def __init__(self, projects: Projects, client: aioredis.Redis, ch: ClickHouse | None) -> None:
+        self.projects = projects
+        self.client = client
+        self.ch = ch
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/v1/agents", self.agents, methods=["GET"]),
+            Route("/api/v1/agents/{agent_id}/events", self.agent_events, methods=["GET"]),
+            Route("/api/v1/live", self.live, methods=["GET"]),
+        ]
+
+    async def agents(self, request: Request) -> Response:
+        try:
+            project = authorize(request, self.projects)
+            index = agent_index_key(project.id)
+            ids = await self.client.zrevrange(index, 0, 9999)
+            pipe = self.client.pipeline(transaction=False)
+            for aid in ids:
+                pipe.hgetall(agent_state_key(project.id, _s(aid)))
+            states = await pipe.execute() if ids else []
+        except ApiError as e:
+            return e.response()
+        now_ms = time.time() * 1000
+        agents, expired = [], []
+        for aid, h in zip(ids, states, strict=True):
+            if not h:
+                expired.append(aid)
+                continue
+            hb = int(h.get(b"heartbeat_ms", b"0"))
+            agents.append(
+                {
+                    "agent_id": _s(h.get(b"agent_id")),
+                    "status": _s(h.get(b"status")),
+                    "current_task": _s(h.get(b"current_task")) or None,
+                    "metrics": orjson.loads(h.get(b"metrics") or b"{}"),
+                    "last_heartbeat": datetime.fromtimestamp(hb / 1000, UTC).isoformat(),
+                    "heartbeat_age_seconds": round(max(0.0, now_ms - hb) / 1000, 3),
+                }
+            )
+        if expired:
+            await self.client.zrem(index, *expired)
+        return JSONResponse({"project_id": project.id, "agents": agents})
+
+    async def agent_events(self, request: Request) -> Response:
+        try:
+            project = authorize(request, self.projects)
+            start = parse_time(request.query_params.get("from"), "from")
+            end = parse_time(request.query_params.get("to"), "to")
+            limit = parse_limit(request.query_params.get("limit"))
+            if self.ch is None:
+                raise ApiError(503, "storage_unavailable", "this process has no ClickHouse")
+            rows = await asyncio.to_thread(
+                queries.agent_events,
+                self.ch,
+                project.id,
+                request.path_params["agent_id"],
+                start,
+                end,
+                limit,
+            )
+        except ApiError as e:
+            return e.response()
+        except StorageError as e:
+            return ApiError(503, "storage_unavailable", str(e)).response()
+        for r in rows:
+            r["payload"] = orjson.loads(r["payload"]) if r.get("payload") else None
+        return JSONResponse(
+            {"project_id": project.id, "agent_id": request.path_params["agent_id"], "events": rows}
+        )
+
+    async def live(self, request: Request) -> Response:
+        try:
+            project = authorize(request, self.projects)
+        except ApiError as e:
+            return e.response()
+        pubsub = self.client.pubsub()
+        await pubsub.subscribe(live_channel(project.id))
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                yield b": connected\n\n"
+                last = time.monotonic()
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and msg.get("type") == "message":
+                        data = msg["data"]
+                        kind = orjson.loads(data).get("type", "message")
+                        yield b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+                        last = time.monotonic()
+                    elif time.monotonic() - last > SSE_KEEPALIVE_SECONDS:
+                        yield b": keepalive\n\n"
+                        last = time.monotonic()
+            finally:
+                await pubsub.unsubscribe()
+                await pubsub.aclose()
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )

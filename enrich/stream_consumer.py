@@ -1,0 +1,297 @@
+"""The consumer loop every signal kind shares.
+
+At-least-once from the stream, exactly-once as queries see it:
+- read with a consumer group; claim entries a dead consumer left pending (XAUTOCLAIM);
+- decode every entry (pure); one that can never be decoded, or that was delivered
+  `max_deliveries` times, goes to `wl:dlq:{kind}` with the reason and is acknowledged;
+- store the batch, retrying with backoff while storage fails (nothing is acknowledged
+  before it is stored); the handler's rows carry stable ids so a redelivered batch
+  collapses in ClickHouse;
+- acknowledge and delete the entries together, so the stream holds exactly what is
+  accepted and not yet stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from storage.keys import GROUP, dlq_stream, in_stream
+from storage.valkey import ack_and_delete, ensure_group
+from weftline.metrics import DEAD_LETTERED, PROCESSED
+
+log = logging.getLogger("weftline.worker")
+
+DLQ_MAXLEN = 100_000
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    fields: dict[bytes, bytes]
+    deliveries: int = 1
+
+
+class DecodeError(Exception):
+    """The entry can never be turned into rows; it goes to the DLQ."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Handler(Protocol):
+    kind: str
+
+    def decode(self, entry: Entry) -> list[Any]:
+        """Pure: entry → rows. Raises DecodeError for input that can never be stored."""
+        ...
+
+    async def store(self, rows: list[Any], token: str) -> None:
+        """Write rows idempotently; raises on failure (the batch is retried)."""
+        ...
+
+    async def after_store(self, rows: list[Any]) -> None:
+        """Side effects once rows are stored (state in Valkey, pub/sub)."""
+        ...
+
+
+@dataclass
+class ConsumerOptions:
+    batch_size: int = 2000
+    batch_max_age_ms: int = 200
+    claim_idle_ms: int = 30_000
+    max_deliveries: int = 5
+    idle_block_ms: int = 1000
+    backoff_initial: float = 0.1
+    backoff_max: float = 5.0
+
+
+@dataclass
+class ConsumerStats:
+    batches: int = 0
+    entries: int = 0
+    dead: int = 0
+    store_retries: int = 0
+    last_error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _test_pause(point: str) -> None:
+    """Fault-injection for the crash tests: with WEFTLINE_TEST_PAUSE=<point>, the worker
+    writes WEFTLINE_TEST_PAUSE_FILE and stops there until the test SIGKILLs it."""
+    if os.environ.get("WEFTLINE_TEST_PAUSE") != point:
+        return
+    marker = os.environ.get("WEFTLINE_TEST_PAUSE_FILE")
+    if marker:
+        Path(marker).write_text(str(os.getpid()))
+    while True:  # a blocking sleep: the whole process freezes here, like a hang
+        time.sleep(3600)
+
+
+class StreamConsumer:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        handler: Handler,
+        consumer_name: str,
+        options: ConsumerOptions | None = None,
+    ) -> None:
+        self.client = client
+        self.handler = handler
+        self.kind = handler.kind
+        self.stream = in_stream(handler.kind)
+        self.dlq = dlq_stream(handler.kind)
+        self.name = consumer_name
+        self.opts = options or ConsumerOptions()
+        self.stats = ConsumerStats()
+        self._last_claim = 0.0
+        self._claim_cursor = "0-0"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set: read, process, acknowledge. The batch in hand is finished
+        before returning; what is not yet read stays in the stream for the next worker."""
+        backoff = self.opts.backoff_initial
+        group_ready = False
+        while not stop.is_set():
+            try:
+                if not group_ready:
+                    await ensure_group(self.client, self.stream)
+                    group_ready = True
+                batch = await self._next_batch(stop)
+                if batch:
+                    await self._process(batch, stop)
+                backoff = self.opts.backoff_initial
+            except ResponseError as e:
+                if "NOGROUP" in str(e):
+                    group_ready = False
+                self._note_error(e)
+                await self._sleep(stop, backoff)
+                backoff = min(backoff * 2, self.opts.backoff_max)
+            except (RedisError, OSError) as e:
+                self._note_error(e)
+                await self._sleep(stop, backoff)
+                backoff = min(backoff * 2, self.opts.backoff_max)
+
+    def _note_error(self, e: BaseException) -> None:
+        self.stats.last_error = f"{type(e).__name__}: {e}"
+        log.warning("%s worker %s: %s", self.kind, self.name, self.stats.last_error)
+
+    @staticmethod
+    async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _claim(self) -> list[Entry]:
+        now = time.monotonic()
+        interval = max(0.5, self.opts.claim_idle_ms / 2000)
+        if now - self._last_claim < interval:
+            return []
+        self._last_claim = now
+        cursor, claimed, *_ = await self.client.xautoclaim(
+            self.stream,
+            GROUP,
+            self.name,
+            min_idle_time=self.opts.claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=self.opts.batch_size,
+        )
+        self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+        claimed = [(eid, f) for eid, f in claimed if f]
+        if not claimed:
+            return []
+        ids = [eid.decode() if isinstance(eid, bytes) else eid for eid, _ in claimed]
+        # XAUTOCLAIM has already counted this delivery; read the counts to spot poison.
+        pending = await self.client.xpending_range(
+            self.stream, GROUP, min=ids[0], max=ids[-1], count=len(ids) + 100
+        )
+        counts = {
+            (
+                p["message_id"].decode() if isinstance(p["message_id"], bytes) else p["message_id"]
+            ): int(p["times_delivered"])
+            for p in pending
+        }
+        log.info("%s worker %s claimed %d stale entries", self.kind, self.name, len(ids))
+        return [Entry(i, dict(f), counts.get(i, 2)) for i, (_, f) in zip(ids, claimed, strict=True)]
+
+    async def _next_batch(self, stop: asyncio.Event) -> list[Entry]:
+        claimed = await self._claim()
+        if claimed:
+            return claimed
+        batch: list[Entry] = []
+        deadline: float | None = None
+        while len(batch) < self.opts.batch_size and not stop.is_set():
+            if deadline is None:
+                block = self.opts.idle_block_ms
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                block = max(1, int(remaining * 1000))
+            resp = await self.client.xreadgroup(
+                GROUP,
+                self.name,
+                {self.stream: ">"},
+                count=self.opts.batch_size - len(batch),
+                block=block,
+            )
+            if not resp:
+                if batch or deadline is None:
+                    break
+                continue
+            for _stream, entries in resp:
+                for eid, fields in entries:
+                    batch.append(
+                        Entry(eid.decode() if isinstance(eid, bytes) else eid, dict(fields))
+                    )
+            if deadline is None:
+                deadline = time.monotonic() + self.opts.batch_max_age_ms / 1000
+        return batch
+
+    async def _process(self, batch: Sequence[Entry], stop: asyncio.Event) -> None:
+        rows: list[Any] = []
+        good: list[str] = []
+        dead: list[tuple[Entry, str]] = []
+        for entry in batch:
+            if entry.deliveries > self.opts.max_deliveries:
+                dead.append((entry, f"delivered {entry.deliveries} times without being stored"))
+                continue
+            try:
+                rows.extend(self.handler.decode(entry))
+            except DecodeError as e:
+                dead.append((entry, e.reason))
+                continue
+            except Exception as e:  # a decoder bug must not stop the stream
+                dead.append((entry, f"decoder failed: {type(e).__name__}: {e}"))
+                continue
+            good.append(entry.id)
+        if dead:
+            await self._retry(stop, "dead-letter", lambda: self._dead_letter(dead))
+        if rows:
+            token = f"{self.kind}:{good[0]}:{good[-1]}:{len(good)}"
+            await self._retry(stop, "store", lambda: self.handler.store(rows, token))
+            _test_pause("after_insert")
+            await self._retry(stop, "after-store", lambda: self.handler.after_store(rows))
+        await self._retry(stop, "ack", lambda: ack_and_delete(self.client, self.stream, good))
+        PROCESSED.labels(self.kind).inc(len(good))
+        self.stats.batches += 1
+        self.stats.entries += len(good)
+
+    async def _retry(self, stop: asyncio.Event, what: str, op) -> None:
+        """Retry `op` with backoff until it succeeds. Stopping does not skip it: the batch
+        in hand is finished (a hard kill leaves it pending instead, which is also safe)."""
+        backoff = self.opts.backoff_initial
+        attempts = 0
+        while True:
+            try:
+                await op()
+                return
+            except (DecodeError, asyncio.CancelledError):
+                raise
+            except Exception as e:
+                attempts += 1
+                self.stats.store_retries += 1
+                self._note_error(e)
+                if stop.is_set() and attempts >= 3:
+                    # Shutting down and still failing: leave the entries pending for
+                    # the next worker rather than hanging the shutdown.
+                    raise _Abandon(what) from e
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.opts.backoff_max)
+
+    async def _dead_letter(self, dead: list[tuple[Entry, str]]) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        for entry, reason in dead:
+            fields: dict[Any, Any] = dict(entry.fields)
+            fields.update(
+                {
+                    b"reason": reason.encode()[:2000],
+                    b"source_id": entry.id,
+                    b"deliveries": entry.deliveries,
+                    b"dead_at": int(time.time() * 1000),
+                }
+            )
+            pipe.xadd(self.dlq, fields, maxlen=DLQ_MAXLEN, approximate=True)
+            DEAD_LETTERED.labels(self.kind, reason.split(":")[0][:60]).inc()
+        ids = [e.id for e, _ in dead]
+        pipe.xack(self.stream, GROUP, *ids)
+        pipe.xdel(self.stream, *ids)
+        await pipe.execute()
+        self.stats.dead += len(dead)
+        log.warning("%s worker %s: %d entries dead-lettered", self.kind, self.name, len(dead))
+
+
+class _Abandon(RedisError):
+    """Raised during shutdown when the batch in hand cannot be finished; the loop
+    treats it like a Valkey error and exits because stop is set."""

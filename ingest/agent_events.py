@@ -1,0 +1,108 @@
+"""`POST /api/v1/events`: the app's own agent, task, HITL and canvas events.
+
+A JSON array (or one object, or NDJSON) is validated whole: one bad event
+rejects the request with every problem listed by index and field, and nothing
+is enqueued. A valid request becomes one stream entry holding the normalized
+events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ingest.agent_schema import EVENTS, problems_of
+from ingest.auth import ingest_key
+from ingest.cors import add_cors, origin_allowed, preflight
+from ingest.edge import Edge, Rejected, rejection_response
+from ingest.limits import LimitExceeded, decompress, read_body
+
+KIND = "agent"
+
+
+def parse_events_body(body: bytes, content_type: str) -> list[Any]:
+    """JSON array, single JSON object, or NDJSON (one event per line)."""
+    text = body.strip()
+    if not text:
+        raise Rejected(400, "empty_body", "the body holds no events")
+    ndjson = "ndjson" in content_type or "jsonlines" in content_type
+    if not ndjson:
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError as e:
+            if text[:1] == b"{" and b"\n" in text:
+                ndjson = True  # NDJSON sent as application/json: be lenient
+            else:
+                raise Rejected(400, "invalid_json", f"body is not valid JSON: {e}") from None
+        else:
+            return doc if isinstance(doc, list) else [doc]
+    events: list[Any] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(orjson.loads(line))
+        except orjson.JSONDecodeError as e:
+            raise Rejected(400, "invalid_json", f"NDJSON line {n} is not valid JSON: {e}") from None
+    return events
+
+
+def make_route(edge: Edge):
+    settings = edge.settings
+
+    async def post_events(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return preflight(request)
+        try:
+            project = edge.projects.by_key(ingest_key(request))
+            if project is None:
+                key = ingest_key(request)
+                raise Rejected(
+                    401 if key is None else 403,
+                    "missing_key" if key is None else "unknown_key",
+                    "send the project's public key in X-Weftline-Key or ?key="
+                    if key is None
+                    else "no project has this public key",
+                )
+            if not origin_allowed(project, request.headers.get("origin")):
+                raise Rejected(403, "origin_not_allowed", "origin not in allowed_origins")
+            edge.check_rate(project)
+            try:
+                raw = await read_body(request, settings.max_body_bytes)
+                body = decompress(
+                    raw, request.headers.get("content-encoding"), settings.max_body_bytes
+                )
+            except LimitExceeded as e:
+                raise Rejected(e.status, e.reason, e.message) from None
+            items = parse_events_body(body, request.headers.get("content-type", ""))
+            if len(items) > settings.max_events_per_request:
+                raise Rejected(
+                    413,
+                    "too_many_events",
+                    f"{len(items)} events in one request; the limit is "
+                    f"{settings.max_events_per_request}",
+                )
+            try:
+                events = EVENTS.validate_python(items)
+            except ValidationError as e:
+                problems = [p.model_dump() for p in problems_of(e)]
+                raise Rejected(
+                    400,
+                    "invalid_events",
+                    f"{len({p['index'] for p in problems})} of {len(items)} events are invalid;"
+                    " nothing was accepted",
+                    details=problems,
+                ) from None
+            payload = orjson.dumps([ev.model_dump(mode="json", exclude_none=True) for ev in events])
+            entry_id = await edge.enqueue(KIND, project, request, payload, len(events))
+        except Rejected as err:
+            return add_cors(rejection_response(KIND, err), request)
+        return add_cors(
+            JSONResponse({"accepted": len(events), "id": entry_id}, status_code=202), request
+        )
+
+    return post_events

@@ -1,0 +1,106 @@
+"""What every ingest route does before answering: reject clearly, or enqueue and answer
+only once Valkey holds the entry."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ingest.auth import Projects
+from ingest.limits import RateLimiter
+from storage.keys import in_stream
+from storage.valkey import BacklogFull, StreamProducer
+from weftline.config import ProjectConfig, Settings
+from weftline.metrics import ACCEPTED, ACCEPTED_ITEMS, REJECTED
+
+
+class Rejected(Exception):
+    """A request the edge will not accept; becomes a 4xx/5xx with a reason."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        *,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+def rejection_response(kind: str, err: Rejected) -> Response:
+    REJECTED.labels(kind, err.reason).inc()
+    body: dict[str, Any] = {"error": err.reason, "detail": err.message}
+    if err.details is not None:
+        body["problems"] = err.details
+    return JSONResponse(body, status_code=err.status, headers=err.headers)
+
+
+class Edge:
+    def __init__(self, settings: Settings, projects: Projects, producer: StreamProducer) -> None:
+        self.settings = settings
+        self.projects = projects
+        self.producer = producer
+        self.rates = RateLimiter()
+
+    def check_rate(self, project: ProjectConfig) -> None:
+        wait = self.rates.check(project.id, project.rate_limit)
+        if wait > 0:
+            secs = max(1, int(wait + 0.999))
+            raise Rejected(
+                429,
+                "rate_limited",
+                f"project {project.id} is over its rate limit of {project.rate_limit}/s",
+                headers={"retry-after": str(secs)},
+            )
+
+    def unavailable(self, reason: str, message: str) -> Rejected:
+        return Rejected(
+            503,
+            reason,
+            message,
+            headers={"retry-after": str(self.settings.retry_after_seconds)},
+        )
+
+    async def enqueue(
+        self,
+        kind: str,
+        project: ProjectConfig,
+        request: Request,
+        payload: bytes,
+        items: int,
+        extra: dict[str, str | bytes | int] | None = None,
+    ) -> str:
+        fields: dict[str, str | bytes | int] = {
+            "p": payload,
+            "project": project.id,
+            "received_at": int(time.time() * 1000),
+            "ip": request.client.host if request.client else "",
+            "ua": request.headers.get("user-agent", ""),
+            "n": items,
+        }
+        if extra:
+            fields.update(extra)
+        budget = getattr(self.settings.backlog_budget, kind)
+        try:
+            entry_id = await self.producer.add(in_stream(kind), fields, budget)
+        except BacklogFull:
+            raise self.unavailable(
+                "backlog_full",
+                f"the {kind} buffer holds its budget of {budget} unprocessed entries; retry later",
+            ) from None
+        except (RedisError, OSError, TimeoutError) as e:
+            raise self.unavailable("buffer_unavailable", f"buffer unavailable: {e}") from None
+        ACCEPTED.labels(kind).inc()
+        ACCEPTED_ITEMS.labels(kind).inc(items)
+        return entry_id

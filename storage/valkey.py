@@ -1,0 +1,78 @@
+"""Valkey stream helpers shared by the edge (producer) and the workers (consumers)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from storage.keys import GROUP
+
+# Append only while the stream's backlog is under budget. Entries are deleted
+# once acknowledged, so XLEN is exactly what is accepted and not yet stored.
+# One script keeps check-and-append atomic and a single round trip.
+BOUNDED_XADD = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
+  return false
+end
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+"""
+
+
+class BacklogFull(Exception):
+    """The stream holds its whole budget of unprocessed entries."""
+
+
+def connect(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        health_check_interval=15,
+        retry_on_timeout=False,
+    )
+
+
+class StreamProducer:
+    def __init__(self, client: aioredis.Redis, *, waitaof: bool = False) -> None:
+        self.client = client
+        self.waitaof = waitaof
+        self._xadd = client.register_script(BOUNDED_XADD)
+
+    async def add(self, stream: str, fields: Mapping[str, bytes | str | int], budget: int) -> str:
+        """Append one entry; returns its id. Raises BacklogFull, or redis errors when
+        Valkey is unreachable (the edge turns both into 503)."""
+        args: list[bytes | str | int] = [budget]
+        for k, v in fields.items():
+            args.extend((k, v))
+        entry_id = await self._xadd(keys=[stream], args=args)
+        if entry_id is None:
+            raise BacklogFull(stream)
+        if self.waitaof:
+            # 1 local fsync, 0 replicas: answer only once the entry is on disk.
+            local, _ = await self.client.execute_command("WAITAOF", 1, 0, 1000)
+            if int(local) < 1:
+                raise TimeoutError("WAITAOF: entry not fsynced within 1 s")
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+async def ensure_group(client: aioredis.Redis, stream: str, group: str = GROUP) -> None:
+    try:
+        await client.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as e:
+        if "BUSYGROUP" not in str(e):
+            raise
+
+
+async def ack_and_delete(
+    client: aioredis.Redis, stream: str, ids: Sequence[str], group: str = GROUP
+) -> None:
+    """Acknowledge and trim in one transaction: an entry leaves the buffer only once
+    it is stored (or dead-lettered)."""
+    if not ids:
+        return
+    pipe = client.pipeline(transaction=True)
+    pipe.xack(stream, group, *ids)
+    pipe.xdel(stream, *ids)
+    await pipe.execute()

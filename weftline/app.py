@@ -1,0 +1,112 @@
+"""The Starlette application: ingest routes, read API, operations; optionally the workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from dashboards.api import ReadApi
+from enrich.stream_consumer import StreamConsumer
+from ingest import agent_events
+from ingest.auth import Projects
+from ingest.edge import Edge
+from storage.clickhouse import ClickHouse, open_clickhouse
+from storage.keys import KINDS, in_stream
+from storage.migrate import migrate
+from storage.valkey import StreamProducer, connect, ensure_group
+from weftline.config import Settings
+from weftline.openapi import openapi_document
+from weftline.ops import Ops
+from weftline.workers import build_consumers, run_consumers
+
+log = logging.getLogger("weftline")
+
+
+@dataclass
+class Runtime:
+    """What a running app holds; tests reach the workers and stores through it."""
+
+    settings: Settings
+    client: aioredis.Redis
+    ch: ClickHouse | None
+    consumers: list[StreamConsumer] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def create_app(
+    settings: Settings,
+    valkey_url: str,
+    *,
+    run_workers: bool,
+    ch: ClickHouse | None = None,
+    open_storage: bool = True,
+) -> Starlette:
+    """`ch` given: use it and leave it open. Otherwise, with `open_storage`, open the
+    configured ClickHouse at startup (and close it at shutdown)."""
+    client = connect(valkey_url)
+    runtime = Runtime(settings, client, ch)
+    projects = Projects(settings.projects)
+    edge = Edge(
+        settings, projects, StreamProducer(client, waitaof=settings.durability == "waitaof")
+    )
+    read_api = ReadApi(projects, client, ch)
+    ops = Ops(settings, client, ch)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = False
+        if runtime.ch is None and open_storage:
+            runtime.ch = await asyncio.to_thread(
+                open_clickhouse,
+                settings.clickhouse_url,
+                settings.data_dir,
+                settings.clickhouse_database,
+            )
+            owned = True
+        if runtime.ch is not None:
+            await asyncio.to_thread(migrate, runtime.ch, log.info)
+            read_api.ch = runtime.ch
+            ops.ch = runtime.ch
+        for kind in KINDS:
+            with contextlib.suppress(Exception):  # Valkey may come up later; workers retry
+                await ensure_group(client, in_stream(kind))
+        task = None
+        if run_workers and runtime.ch is not None:
+            runtime.consumers = build_consumers(settings, runtime.ch, client)
+            task = asyncio.create_task(run_consumers(runtime.consumers, runtime.stop))
+        try:
+            yield
+        finally:
+            runtime.stop.set()
+            if task is not None:
+                try:
+                    await asyncio.wait_for(task, timeout=30)
+                except TimeoutError:
+                    log.warning("workers did not finish their batch in 30 s; it stays pending")
+            await client.aclose()
+            if owned and runtime.ch is not None:
+                await asyncio.to_thread(runtime.ch.close)
+
+    routes = [
+        Route("/healthz", ops.healthz, methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/metrics", ops.metrics, methods=["GET"]),
+        Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+        Route("/api/v1/events", agent_events.make_route(edge), methods=["POST", "OPTIONS"]),
+        *read_api.routes(),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.runtime = runtime
+    return app

@@ -1,0 +1,147 @@
+"""Configuration: a TOML file plus environment variables.
+
+Precedence, highest first: environment (`WEFTLINE_*`, `VALKEY_URL`,
+`CLICKHOUSE_URL`), the TOML file (`--config` or `WEFTLINE_CONFIG`), defaults.
+When neither URL is set Weftline runs embedded: it starts its own Valkey and
+opens chDB in the data folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PUBLIC_KEY_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class ProjectConfig(BaseModel):
+    id: int = Field(ge=1, description="numeric, as Sentry DSNs need it")
+    name: str = Field(min_length=1, max_length=200)
+    public_key: str = Field(description="ingest key: 32 lowercase hex characters")
+    query_token: str = Field(min_length=16)
+    allowed_origins: list[str] = Field(default_factory=lambda: ["*"])
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    rate_limit: float = Field(default=200.0, gt=0, description="ingest requests per second")
+
+    @field_validator("public_key")
+    @classmethod
+    def _key_shape(cls, v: str) -> str:
+        if not PUBLIC_KEY_RE.match(v):
+            raise ValueError("public_key must be 32 lowercase hex characters")
+        return v
+
+
+class StreamBudget(BaseModel):
+    """Un-acknowledged entries a stream may hold before the edge answers 503."""
+
+    agent: int = 100_000
+    replay: int = 1_000_000
+    sentry: int = 200_000
+    otlp: int = 200_000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WEFTLINE_", env_nested_delimiter="__")
+
+    host: str = "127.0.0.1"
+    port: int = 8700
+    data_dir: Path = Path("weftline-data")
+
+    valkey_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("VALKEY_URL", "WEFTLINE_VALKEY_URL")
+    )
+    clickhouse_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CLICKHOUSE_URL", "WEFTLINE_CLICKHOUSE_URL"),
+    )
+    clickhouse_database: str = Field(default="weftline", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    # Valkey durability: "aof" = appendfsync everysec (the default); "waitaof" = the edge
+    # answers only after WAITAOF confirms the local fsync.
+    durability: Literal["aof", "waitaof"] = "aof"
+
+    max_body_bytes: int = 5 * 1024 * 1024
+    max_events_per_request: int = 1000
+    backlog_budget: StreamBudget = Field(default_factory=StreamBudget)
+    retry_after_seconds: int = 5
+
+    batch_size: int = 2000
+    batch_max_age_ms: int = 200
+    claim_idle_ms: int = 30_000
+    max_deliveries: int = 5
+    workers_per_stream: int = 1
+    agent_state_ttl_seconds: int = 7 * 24 * 3600
+
+    projects: list[ProjectConfig] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    @property
+    def embedded_valkey(self) -> bool:
+        return self.valkey_url is None
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_url is None
+
+    def project_by_id(self, project_id: int) -> ProjectConfig | None:
+        for p in self.projects:
+            if p.id == project_id:
+                return p
+        return None
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if any) and let the environment override it."""
+    path = config_file or os.environ.get("WEFTLINE_CONFIG")
+    data: dict[str, Any] = {}
+    if path:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**data)
+
+
+DEMO_FILE = "demo-project.toml"
+
+
+def ensure_demo_project(settings: Settings) -> ProjectConfig | None:
+    """With no project configured, create one demo project and keep it in the data folder,
+    so a restart keeps the same keys (and the data stays reachable)."""
+    if settings.projects:
+        return None
+    path = Path(settings.data_dir) / DEMO_FILE
+    if path.exists():
+        with open(path, "rb") as f:
+            project = ProjectConfig(**tomllib.load(f))
+    else:
+        project = ProjectConfig(
+            id=1,
+            name="demo",
+            public_key=secrets.token_hex(16),
+            query_token=secrets.token_urlsafe(24),
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            "# Created by `weftline up` because no project was configured.\n"
+            f'id = {project.id}\nname = "{project.name}"\n'
+            f'public_key = "{project.public_key}"\nquery_token = "{project.query_token}"\n'
+        )
+    settings.projects = [project]
+    return project

@@ -1,0 +1,87 @@
+"""Prometheus metrics shared by the edge, the workers and the writer."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+ACCEPTED = Counter(
+    "weftline_ingest_accepted_requests",
+    "Requests accepted into the buffer",
+    ["kind"],
+    registry=REGISTRY,
+)
+ACCEPTED_ITEMS = Counter(
+    "weftline_ingest_accepted_items",
+    "Items (events, spans, messages) in accepted requests",
+    ["kind"],
+    registry=REGISTRY,
+)
+REJECTED = Counter(
+    "weftline_ingest_rejected_requests",
+    "Requests answered with 4xx/5xx, by reason",
+    ["kind", "reason"],
+    registry=REGISTRY,
+)
+PROCESSED = Counter(
+    "weftline_worker_processed_entries",
+    "Stream entries stored and acknowledged",
+    ["kind"],
+    registry=REGISTRY,
+)
+DEAD_LETTERED = Counter(
+    "weftline_worker_dead_lettered_entries",
+    "Stream entries moved to the DLQ",
+    ["kind", "reason"],
+    registry=REGISTRY,
+)
+STORE_FAILURES = Counter(
+    "weftline_storage_insert_failures",
+    "Failed inserts (retried with backoff)",
+    ["table"],
+    registry=REGISTRY,
+)
+INSERT_ROWS = Histogram(
+    "weftline_storage_insert_batch_rows",
+    "Rows per ClickHouse insert",
+    ["table"],
+    buckets=(1, 10, 50, 100, 500, 1000, 5000, 10000, 50000),
+    registry=REGISTRY,
+)
+INSERT_SECONDS = Histogram(
+    "weftline_storage_insert_seconds",
+    "ClickHouse insert latency",
+    ["table"],
+    registry=REGISTRY,
+)
+STREAM_LENGTH = Gauge(
+    "weftline_stream_backlog_entries",
+    "Entries in the stream not yet stored (accepted, un-acknowledged)",
+    ["kind"],
+    registry=REGISTRY,
+)
+STREAM_PENDING = Gauge(
+    "weftline_stream_pending_entries",
+    "Entries delivered to a worker and not yet acknowledged",
+    ["kind"],
+    registry=REGISTRY,
+)
+STREAM_LAG = Gauge(
+    "weftline_stream_lag_entries",
+    "Entries not yet delivered to the consumer group",
+    ["kind"],
+    registry=REGISTRY,
+)
+STREAM_OLDEST_AGE = Gauge(
+    "weftline_stream_oldest_entry_age_seconds",
+    "Age of the oldest entry still in the stream",
+    ["kind"],
+    registry=REGISTRY,
+)
+DLQ_LENGTH = Gauge(
+    "weftline_dlq_entries",
+    "Entries in the dead-letter stream",
+    ["kind"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,47 @@
+"""Builds the stream consumers for every signal kind that has a handler."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import redis.asyncio as aioredis
+
+from enrich.agent_events import AgentEventsHandler
+from enrich.stream_consumer import ConsumerOptions, Handler, StreamConsumer
+from storage.clickhouse import ClickHouse
+from weftline.config import Settings
+
+
+def handlers(settings: Settings, ch: ClickHouse, client: aioredis.Redis) -> list[Handler]:
+    def retention_of(project_id: int) -> int:
+        p = settings.project_by_id(project_id)
+        return p.retention_days if p else 30
+
+    return [AgentEventsHandler(ch, client, retention_of, settings.agent_state_ttl_seconds)]
+
+
+def consumer_options(settings: Settings) -> ConsumerOptions:
+    return ConsumerOptions(
+        batch_size=settings.batch_size,
+        batch_max_age_ms=settings.batch_max_age_ms,
+        claim_idle_ms=settings.claim_idle_ms,
+        max_deliveries=settings.max_deliveries,
+    )
+
+
+def build_consumers(
+    settings: Settings, ch: ClickHouse, client: aioredis.Redis
+) -> list[StreamConsumer]:
+    base = f"{socket.gethostname()}-{os.getpid()}"
+    opts = consumer_options(settings)
+    out = []
+    for h in handlers(settings, ch, client):
+        for n in range(settings.workers_per_stream):
+            out.append(StreamConsumer(client, h, f"{base}-{h.kind}-{n}", opts))
+    return out
+
+
+async def run_consumers(consumers: list[StreamConsumer], stop: asyncio.Event) -> None:
+    await asyncio.gather(*(c.run(stop) for c in consumers))
