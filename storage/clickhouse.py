@@ -122,7 +122,19 @@ class ChdbClickHouse:
         except StorageError:
             return False
 
+    def with_database(self, database: str) -> ChdbClickHouse:
+        """The same chDB session seen through another database (tests isolate by database,
+        since chDB allows one data folder per process)."""
+        view = object.__new__(ChdbClickHouse)
+        view.__dict__.update(self.__dict__)
+        view.database = database
+        view._owner = False
+        view.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        return view
+
     def close(self) -> None:
+        if not getattr(self, "_owner", True):
+            return
         with self._lock:
             try:
                 self._session.close()
