@@ -50,7 +50,16 @@ def _banner(settings: Settings, mode: str) -> str:
 
 
 def _serve(app, settings: Settings, on_started=None) -> None:
+    import contextlib
+
     import uvicorn
+
+    class Server(uvicorn.Server):
+        # Signals are ours: uvicorn would re-raise them after shutdown, turning a clean
+        # Ctrl-C into a KeyboardInterrupt and a SIGTERM into a kill before Valkey stops.
+        @contextlib.contextmanager
+        def capture_signals(self):
+            yield
 
     config = uvicorn.Config(
         app,
@@ -58,14 +67,20 @@ def _serve(app, settings: Settings, on_started=None) -> None:
         port=settings.port,
         log_level="warning",
         access_log=False,
-        loop="auto",
-        http="auto",
         lifespan="on",
         timeout_graceful_shutdown=30,
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
+
+    def on_signal() -> None:
+        if server.should_exit:  # a second Ctrl-C: stop now
+            server.force_exit = True
+        server.should_exit = True
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
         serve = asyncio.create_task(server.serve())
         while not server.started and not serve.done():
             await asyncio.sleep(0.05)
