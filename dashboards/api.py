@@ -161,9 +161,10 @@ class ReadApi:
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None and msg.get("type") == "message":
-                        data = msg["data"]
-                        kind = orjson.loads(data).get("type", "message")
-                        yield b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+                        # One pub/sub message per stored batch: one SSE event per item.
+                        for item in orjson.loads(msg["data"]):
+                            kind = str(item.get("type", "message")).encode()
+                            yield b"event: " + kind + b"\ndata: " + orjson.dumps(item) + b"\n\n"
                         last = time.monotonic()
                     elif time.monotonic() - last > SSE_KEEPALIVE_SECONDS:
                         yield b": keepalive\n\n"

@@ -189,24 +189,35 @@ class AgentEventsHandler:
         INSERT_ROWS.labels(TABLE).observe(len(data))
 
     async def after_store(self, rows: list[AgentEventRow]) -> None:
+        """Newest state per agent (one script call per agent, not per event) and one live
+        message per project per batch."""
         now_ms = int(time.time() * 1000)
-        pipe = self.client.pipeline(transaction=False)
+        newest: dict[tuple[int, str], AgentEventRow] = {}
+        feed: dict[int, list[bytes]] = {}
         for r in rows:
             if r.type == "agent_state":
-                await self._set_state(
-                    keys=[agent_state_key(r.project_id, r.agent_id), agent_index_key(r.project_id)],
-                    args=[
-                        r.heartbeat_ms,
-                        r.status,
-                        r.current_task,
-                        orjson.dumps(r.metrics),
-                        r.agent_id,
-                        now_ms,
-                        self.state_ttl,
-                    ],
-                    client=pipe,
-                )
-            pipe.publish(live_channel(r.project_id), live_message(r))
+                k = (r.project_id, r.agent_id)
+                if k not in newest or r.heartbeat_ms >= newest[k].heartbeat_ms:
+                    newest[k] = r
+            feed.setdefault(r.project_id, []).append(live_message(r))
+        pipe = self.client.pipeline(transaction=False)
+        for r in newest.values():
+            await self._set_state(
+                keys=[agent_state_key(r.project_id, r.agent_id), agent_index_key(r.project_id)],
+                args=[
+                    r.heartbeat_ms,
+                    r.status,
+                    r.current_task,
+                    orjson.dumps(r.metrics),
+                    r.agent_id,
+                    now_ms,
+                    self.state_ttl,
+                ],
+                client=pipe,
+            )
+        for project_id, messages in feed.items():
+            # A JSON array of already-serialized events, without re-encoding them.
+            pipe.publish(live_channel(project_id), b"[" + b",".join(messages) + b"]")
         await pipe.execute()
 
 

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     retry_after_seconds: int = 5
 
     batch_size: int = 2000
-    batch_max_age_ms: int = 200
+    batch_max_age_ms: int = 100
     claim_idle_ms: int = 30_000
     max_deliveries: int = 5
     workers_per_stream: int = 1
