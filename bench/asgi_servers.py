@@ -28,14 +28,33 @@ def main() -> int:
     args = ap.parse_args()
     servers = {
         "uvicorn (uvloop, httptools)": lambda port: [
-            sys.executable, "-m", "uvicorn", "floor_app:app", "--port", str(port),
-            "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "floor_app:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+        ],
     }
     if shutil.which("granian") or Path(sys.executable).with_name("granian").exists():
         granian = str(Path(sys.executable).with_name("granian"))
         servers["granian (asgi)"] = lambda port: [
-            granian, "--interface", "asgi", "--port", str(port), "--log-level", "warning",
-            "floor_app:app"]
+            granian,
+            "--interface",
+            "asgi",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "floor_app:app",
+        ]
     else:
         print("granian is not installed: measuring uvicorn only")
     results = {}
@@ -46,8 +65,15 @@ def main() -> int:
             proc = subprocess.Popen(cmd(port), cwd=tmp)
             try:
                 wait_http(f"http://127.0.0.1:{port}/", proc)
-                results[name] = asyncio.run(load(f"http://127.0.0.1:{port}/api/v1/events", {},
-                                                 args.seconds, args.concurrency, args.batch))
+                results[name] = asyncio.run(
+                    load(
+                        f"http://127.0.0.1:{port}/api/v1/events",
+                        {},
+                        args.seconds,
+                        args.concurrency,
+                        args.batch,
+                    )
+                )
             finally:
                 proc.terminate()
                 proc.wait()

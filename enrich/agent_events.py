@@ -53,8 +53,10 @@ class AgentEventRow:
 
 
 def ch_time(dt: datetime) -> str:
-    """ClickHouse DateTime64(3) text, UTC."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
+    """ClickHouse DateTime64(3) text, UTC (isoformat: several times faster than strftime)."""
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt.isoformat(sep=" ", timespec="milliseconds")
 
 
 def _field(fields: Mapping[bytes, bytes], name: bytes) -> bytes:
@@ -83,6 +85,7 @@ def decode_agent_entry(
             f"invalid agent events: {e.error_count()} errors: {e.errors()[:3]}"
         ) from None
     received = datetime.fromtimestamp(received_ms / 1000, UTC)
+    received_text = ch_time(received)
     rows = []
     for i, ev in enumerate(events):
         ts = ev.ts or received
@@ -91,7 +94,7 @@ def decode_agent_entry(
             "event_uid": f"{entry_id}:{i}",
             "type": ev.type,
             "ts": ch_time(ts),
-            "received_at": ch_time(received),
+            "received_at": received_text,
             "session_id": ev.session_id or "",
             "trace_id": ev.trace_id or "",
             "user_id": ev.user_id or "",
