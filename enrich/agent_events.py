@@ -182,9 +182,12 @@ class AgentEventsHandler:
 
     async def store(self, rows: list[AgentEventRow], token: str) -> None:
         data = [{k: v for k, v in asdict(r).items() if k in STORED_COLUMNS} for r in rows]
+        links = link_rows(rows)
         started = time.perf_counter()
         try:
             await asyncio.to_thread(self.ch.insert, TABLE, data, token)
+            if links:
+                await asyncio.to_thread(self.ch.insert, "links", links, token + ":links")
         except Exception:
             STORE_FAILURES.labels(TABLE).inc()
             raise
@@ -222,6 +225,27 @@ class AgentEventsHandler:
             # A JSON array of already-serialized events, without re-encoding them.
             pipe.publish(live_channel(project_id), b"[" + b",".join(messages) + b"]")
         await pipe.execute()
+
+
+def link_rows(rows: list[AgentEventRow]) -> list[dict[str, Any]]:
+    """An agent event carrying both ids ties its trace to its session."""
+    seen: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for r in rows:
+        if r.session_id and r.trace_id:
+            seen.setdefault(
+                (r.project_id, r.session_id, r.trace_id),
+                {
+                    "project_id": r.project_id,
+                    "session_id": r.session_id,
+                    "kind": "trace",
+                    "target_id": r.trace_id,
+                    "reason": "agent event with session_id and trace_id",
+                    "source": "agent",
+                    "ts": r.ts,
+                    "retention_days": r.retention_days,
+                },
+            )
+    return list(seen.values())
 
 
 def live_message(r: AgentEventRow) -> bytes:

@@ -21,6 +21,30 @@ import orjson
 TOKEN_RE = re.compile(r"^[A-Za-z0-9:{}_.\-]{1,200}$")
 
 
+def _param_text(value: Any) -> Any:
+    """chDB takes parameter values as text: arrays must be ClickHouse array literals
+    (quoted and escaped here; the server parses them as values, never as SQL)."""
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_literal(v) for v in value) + "]"
+    return value
+
+
+def _literal(v: Any) -> str:
+    if isinstance(v, str):
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return _param_text(v)
+    raise TypeError(f"unsupported array element {type(v).__name__}")
+
+
+def _params(params: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: _param_text(v) for k, v in (params or {}).items()}
+
+
 class StorageError(Exception):
     """ClickHouse did not take the query; the caller may retry."""
 
@@ -80,14 +104,14 @@ class ChdbClickHouse:
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         with self._lock:
             try:
-                self._session.query(sql, "CSV", params=params or {})
+                self._session.query(sql, "CSV", params=_params(params))
             except Exception as e:  # chDB raises its own error types
                 raise StorageError(str(e)) from e
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self._lock:
             try:
-                res = self._session.query(sql, "JSONEachRow", params=params or {})
+                res = self._session.query(sql, "JSONEachRow", params=_params(params))
             except Exception as e:
                 raise StorageError(str(e)) from e
             data = res.bytes()

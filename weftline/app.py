@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from dashboards.api import ReadApi
+from dashboards.ui import Ui
 from enrich.stream_consumer import StreamConsumer
 from ingest import agent_events
 from ingest.auth import Projects
@@ -59,6 +60,7 @@ def create_app(
         settings, projects, StreamProducer(client, waitaof=settings.durability == "waitaof")
     )
     read_api = ReadApi(projects, client, ch)
+    ui = Ui(projects, ch)
     ops = Ops(settings, client, ch)
 
     async def openapi(request: Request) -> Response:
@@ -78,6 +80,7 @@ def create_app(
         if runtime.ch is not None:
             await asyncio.to_thread(migrate, runtime.ch, log.info)
             read_api.ch = runtime.ch
+            ui.ch = runtime.ch
             ops.ch = runtime.ch
         for kind in KINDS:
             with contextlib.suppress(Exception):  # Valkey may come up later; workers retry
@@ -106,6 +109,8 @@ def create_app(
         Route("/api/v1/openapi.json", openapi, methods=["GET"]),
         Route("/api/v1/events", agent_events.make_route(edge), methods=["POST", "OPTIONS"]),
         *read_api.routes(),
+        Route("/ui", lambda request: RedirectResponse("/ui/"), methods=["GET"]),
+        *ui.routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = runtime
