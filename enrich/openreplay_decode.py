@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, ClassVar
 
-U, I, B, S = "uint", "int", "bool", "string"
+U, I, B, S = "uint", "int", "bool", "string"  # noqa: E741
 
 # type id → (name, fields in wire order). Checked against the shipped 19.0.1 encoder
 # by the reference (§6.1); legacy ids that 19.x still encodes are included so older
