@@ -10,7 +10,14 @@ The edge only authenticates, bounds and enqueues: a start becomes one `start` en
 and a batch one `batch` entry on `wl:in:replay`, each with the session's claims.
 Decoding is the worker's job. The tracker keeps one batch in flight, ignores
 Retry-After and stops recording a page after ~10 failed retries, so the replay
-stream has its own, larger backlog budget.
+stream has its own, larger backlog budget (`backlog_budget.replay`).
+
+When even that budget is exceeded the edge answers 503 (reason `backlog_full`):
+- on `/v1/web/i` the tracker retries the identical batch 10 more times, 250 ms ×
+  attempt apart (~13.75 s in all); if the backlog drains meanwhile nothing is lost,
+  otherwise it stops recording that page for the rest of its life (the next page
+  load starts again, continuing the session);
+- on `/v1/web/start` the tracker does not retry: that page load is not recorded.
 """
 
 from __future__ import annotations

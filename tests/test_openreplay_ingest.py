@@ -323,3 +323,43 @@ def test_poison_batch_goes_to_the_dlq_and_the_stream_moves_on(http, app, setting
         lambda: replay_queries.count_replay(ch, "replay_batches", project.id, s["sessionID"]) == 1
     )
     assert vk.xlen(in_stream("replay")) == 0
+
+
+def test_redelivered_entries_are_stored_once(settings, ch, valkey):
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from enrich.openreplay import OpenReplayHandler
+    from enrich.stream_consumer import Entry
+
+    fields = {
+        b"t": b"batch",
+        b"p": vector("v1_player_whole_page"),
+        b"project": b"1",
+        b"received_at": str(int(time.time() * 1000)).encode(),
+        b"sid": b"4242",
+        b"started_at": b"1795627273000",
+        b"delay": b"0",
+        b"dt": b"player",
+    }
+    start_fields = {**fields, b"t": b"start", b"p": b'{"userID":"u1","trackerVersion":"19.0.1"}'}
+
+    async def run():
+        client = aioredis.Redis.from_url(valkey.url)
+        h = OpenReplayHandler(ch, client, lambda _: 30, settings.openreplay)
+        # The same entries delivered three times, in batches with different tokens.
+        for n in range(3):
+            rows = h.decode(Entry("1-0", start_fields)) + h.decode(Entry("2-0", fields))
+            await h.store(rows, f"replay:{n}")
+        await client.aclose()
+        return rows
+
+    rows = asyncio.run(run())
+    events = sum(1 for t, _ in rows if t == "replay_events")
+    assert events > 20
+    assert replay_queries.count_replay(ch, "replay_events", 1, "4242") == events
+    assert replay_queries.count_replay(ch, "replay_batches", 1, "4242") == 1
+    assert replay_queries.count_replay(ch, "replay_sessions", 1, "4242") == 1
+    got = replay_queries.get_session(ch, 1, "4242")
+    assert got["events_count"] == events and got["errors_count"] == 2
