@@ -28,3 +28,12 @@ def agent_index_key(project_id: int) -> str:
 
 def live_channel(project_id: int) -> str:
     return f"wl:live:{project_id}"
+
+
+def replay_active_key() -> str:
+    """Sorted set: `project:session` → last time a batch of it was stored (ms)."""
+    return "wl:replay:active"
+
+
+def replay_ender_lock() -> str:
+    return "wl:replay:ender-lock"

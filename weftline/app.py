@@ -15,16 +15,18 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from dashboards.api import ReadApi
+from dashboards.sessions_api import SessionsApi
 from dashboards.ui import Ui
 from enrich.stream_consumer import StreamConsumer
 from ingest import agent_events
 from ingest.auth import Projects
 from ingest.edge import Edge
+from ingest.openreplay import OpenReplayIngest
 from storage.clickhouse import ClickHouse, open_clickhouse
 from storage.keys import KINDS, in_stream
 from storage.migrate import migrate
 from storage.valkey import StreamProducer, connect, ensure_group
-from weftline.config import Settings
+from weftline.config import Settings, ensure_replay_secret
 from weftline.openapi import openapi_document
 from weftline.ops import Ops
 from weftline.workers import build_consumers, run_consumers
@@ -61,6 +63,8 @@ def create_app(
     )
     read_api = ReadApi(projects, client, ch)
     ui = Ui(projects, ch)
+    sessions_api = SessionsApi(projects, ch)
+    replay = OpenReplayIngest(edge, ensure_replay_secret(settings))
     ops = Ops(settings, client, ch)
 
     async def openapi(request: Request) -> Response:
@@ -81,6 +85,7 @@ def create_app(
             await asyncio.to_thread(migrate, runtime.ch, log.info)
             read_api.ch = runtime.ch
             ui.ch = runtime.ch
+            sessions_api.ch = runtime.ch
             ops.ch = runtime.ch
         for kind in KINDS:
             with contextlib.suppress(Exception):  # Valkey may come up later; workers retry
@@ -111,6 +116,8 @@ def create_app(
         *read_api.routes(),
         Route("/ui", lambda request: RedirectResponse("/ui/"), methods=["GET"]),
         *ui.routes(),
+        *sessions_api.routes(),
+        *replay.routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = runtime

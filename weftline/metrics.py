@@ -85,3 +85,19 @@ DLQ_LENGTH = Gauge(
     ["kind"],
     registry=REGISTRY,
 )
+REPLAY_SESSIONS_STARTED = Counter(
+    "weftline_replay_sessions_started",
+    "OpenReplay tracker starts answered, new sessions or continued ones",
+    ["mode"],
+    registry=REGISTRY,
+)
+REPLAY_MESSAGES = Counter(
+    "weftline_replay_messages_decoded",
+    "Tracker messages decoded by the replay worker",
+    registry=REGISTRY,
+)
+REPLAY_SESSIONS_ENDED = Counter(
+    "weftline_replay_sessions_ended",
+    "Sessions closed by the session ender after inactivity",
+    registry=REGISTRY,
+)

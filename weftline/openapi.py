@@ -147,6 +147,52 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": {"description": "text/event-stream"}},
                 }
             },
+            "/api/v1/sessions": {
+                "get": {
+                    "summary": "OpenReplay sessions that started in [from, to], newest first",
+                    "security": token,
+                    "parameters": [
+                        project_param,
+                        *time_params,
+                        {"name": "user_id", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
+                    ],
+                    "responses": {
+                        "200": {"description": "sessions with their totals"},
+                        "401": _error("no token"),
+                        "403": _error("another project"),
+                    },
+                }
+            },
+            "/api/v1/sessions/{session_id}": {
+                "get": {
+                    "summary": "One session and its timeline (items in time order)",
+                    "security": token,
+                    "parameters": [
+                        {
+                            "name": "session_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        project_param,
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 50000},
+                        },
+                    ],
+                    "responses": {
+                        "200": {"description": "session and timeline"},
+                        "401": _error("no token"),
+                        "404": _error("no such session in this project"),
+                    },
+                }
+            },
             "/healthz": {
                 "get": {"summary": "process up", "responses": {"200": {"description": "ok"}}}
             },
