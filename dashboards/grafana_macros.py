@@ -228,7 +228,8 @@ def _function_macro(name: str, args: list[str], r: TimeRange) -> str:
     if name == "timeTo":
         return f"{one()} <= {ts}"
     if name == "timeInterval":
-        return f"toStartOfInterval(toDateTime({one()}), INTERVAL {max(int(r.interval_s), 1)} second)"
+        seconds = max(int(r.interval_s), 1)
+        return f"toStartOfInterval(toDateTime({one()}), INTERVAL {seconds} second)"
     if name == "timeInterval_ms":
         ms = max(int(r.interval_s * 1000), 1)
         return f"toStartOfInterval(toDateTime64({one()}, 3), INTERVAL {ms} millisecond)"
@@ -256,9 +257,7 @@ _FUNCTIONS = (
     "timeGroup",
 )
 _FUNC_RE = re.compile(r"\$__(" + "|".join(_FUNCTIONS) + r")\(")
-_PLAIN_RE = re.compile(
-    r"\$__(fromTime_ms|toTime_ms|fromTime|toTime|interval_s|interval_ms)\b"
-)
+_PLAIN_RE = re.compile(r"\$__(fromTime_ms|toTime_ms|fromTime|toTime|interval_s|interval_ms)\b")
 
 
 def expand_macros(sql: str, r: TimeRange) -> str:

@@ -52,7 +52,8 @@ async def _dlq_growth(client: aioredis.Redis, window_s: float) -> list[Sample]:
     for kind in KINDS:
         pipe.xrange(dlq_stream(kind), min=f"{since}-0", max="+", count=100_000)
     found = await pipe.execute()
-    return [({"kind": kind}, float(len(entries))) for kind, entries in zip(KINDS, found, strict=True)]
+    pairs = zip(KINDS, found, strict=True)
+    return [({"kind": kind}, float(len(entries))) for kind, entries in pairs]
 
 
 def local_counters() -> dict[str, dict[str, float]]:
@@ -129,9 +130,7 @@ NAMED_METRICS: dict[str, NamedMetric] = {
         NamedMetric(
             "dlq_growth",
             "entries dead-lettered within the window, per stream",
-            lambda w: (
-                f"sum by (kind) (increase(weftline_worker_dead_lettered_entries_total[{w}]))"
-            ),
+            lambda w: f"sum by (kind) (increase(weftline_worker_dead_lettered_entries_total[{w}]))",
             _dlq_growth,
         ),
         NamedMetric(
