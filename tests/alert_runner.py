@@ -20,7 +20,7 @@ async def main(valkey_url: str, webhook: str, rules_dir: str, seconds: float) ->
         alert_webhooks=[WebhookConfig(url=webhook + "/hook")],
     )
     client = connect(valkey_url)
-    loop = AlertLoop(settings, load_rules(Path(rules_dir)), None, client)
+    loop = AlertLoop(settings, load_rules(Path(rules_dir)), None, client, can_lead=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(seconds, stop.set)
     print("ready", flush=True)

@@ -353,6 +353,8 @@ def test_app_lifespan_runs_the_alert_loop(settings, valkey, ch, serve) -> None:
     loop = srv.runtime.alerts
     assert loop is not None
     wait_for(lambda: loop.leader)
+    ingest_only = AlertLoop(settings, [], None, loop.client)
+    assert not ingest_only.can_lead  # without ClickHouse it never takes the lead
     off = serve(
         settings.model_copy(update={"alerts_enabled": False}), valkey.url, ch=ch, run_workers=False
     )

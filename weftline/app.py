@@ -99,8 +99,9 @@ def create_app(
         finally:
             runtime.stop.set()
             if alerts_task is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(alerts_task, timeout=10)
+                # asyncio.wait, not wait_for: a loop cancelled by Ctrl-C must not cut
+                # the rest of the shutdown short.
+                await asyncio.wait({alerts_task}, timeout=10)
             if task is not None:
                 try:
                     await asyncio.wait_for(task, timeout=30)

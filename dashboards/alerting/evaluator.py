@@ -118,6 +118,7 @@ class AlertLoop:
         *,
         instance_id: str | None = None,
         http: httpx.AsyncClient | None = None,
+        can_lead: bool | None = None,
     ) -> None:
         self.settings = settings
         self.rules = rules
@@ -125,6 +126,9 @@ class AlertLoop:
         self.client = client
         self.id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.http = http
+        # A process without ClickHouse (`weftline api --ingest-only`) would have to skip
+        # every SQL rule, so by default it only publishes its counters and never leads.
+        self.can_lead = ch is not None if can_lead is None else can_lead
         self.lease_ms = settings.alerts_lock_ttl_ms
         self.leader = False
         self._last_eval: dict[str, float] = {}
@@ -180,7 +184,7 @@ class AlertLoop:
 
     async def tick(self, now: float | None = None) -> CycleReport:
         await publish_counters(self.client, self.id)
-        if not await self.lead():
+        if not self.can_lead or not await self.lead():
             return CycleReport(leader=False)
         return await self.cycle(now)
 
