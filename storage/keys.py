@@ -37,3 +37,20 @@ def replay_active_key() -> str:
 
 def replay_ender_lock() -> str:
     return "wl:replay:ender-lock"
+
+
+# The alert loop's keys share one hash tag, so its scripts never cross cluster slots.
+def alert_leader_key() -> str:
+    return "wl:{alerts}:leader"
+
+
+def alert_state_key() -> str:
+    return "wl:{alerts}:state"
+
+
+def alert_groups_key() -> str:
+    return "wl:{alerts}:groups"
+
+
+def alert_counters_stream() -> str:
+    return "wl:{alerts}:counters"

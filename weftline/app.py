@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from dashboards.alerting.evaluator import AlertLoop
+from dashboards.alerting.rules import RULES_DIR, load_rules
 from dashboards.api import ReadApi
 from dashboards.sessions_api import SessionsApi
 from dashboards.ui import Ui
@@ -42,6 +44,7 @@ class Runtime:
     client: aioredis.Redis
     ch: ClickHouse | None
     consumers: list[StreamConsumer] = field(default_factory=list)
+    alerts: AlertLoop | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -94,10 +97,19 @@ def create_app(
         if run_workers and runtime.ch is not None:
             runtime.consumers = build_consumers(settings, runtime.ch, client)
             task = asyncio.create_task(run_consumers(runtime.consumers, runtime.stop))
+        alerts_task = None
+        if settings.alerts_enabled:
+            rules = load_rules(settings.alerts_rules_dir or RULES_DIR)
+            runtime.alerts = AlertLoop(settings, rules, runtime.ch, client)
+            alerts_task = asyncio.create_task(runtime.alerts.run(runtime.stop))
         try:
             yield
         finally:
             runtime.stop.set()
+            if alerts_task is not None:
+                # asyncio.wait, not wait_for: a loop cancelled by Ctrl-C must not cut
+                # the rest of the shutdown short.
+                await asyncio.wait({alerts_task}, timeout=10)
             if task is not None:
                 try:
                     await asyncio.wait_for(task, timeout=30)

@@ -70,6 +70,22 @@ class OpenReplaySettings(BaseModel):
     max_body_chars: int = Field(default=4096, ge=0)
 
 
+class WebhookConfig(BaseModel):
+    """A receiver of the alert loop's notifications."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    url: str = Field(pattern=r"^https?://")
+    format: Literal["generic", "alertmanager", "alertmanager_api", "slack"] = Field(
+        default="generic",
+        description="generic JSON; alertmanager = Alertmanager's webhook payload (version 4); "
+        "alertmanager_api = POST alerts to an Alertmanager's /api/v2/alerts; slack = {text}",
+    )
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WEFTLINE_", env_nested_delimiter="__")
 
@@ -105,6 +121,17 @@ class Settings(BaseSettings):
     openreplay: OpenReplaySettings = Field(default_factory=OpenReplaySettings)
 
     projects: list[ProjectConfig] = Field(default_factory=list)
+
+    # Alert loop (dashboards/alerting): one leader among all processes notifies.
+    alerts_enabled: bool = True
+    alerts_rules_dir: Path | None = Field(
+        default=None, description="folder of rule YAML files; default: the bundled rules"
+    )
+    alerts_interval_seconds: float = Field(default=15.0, gt=0)
+    alerts_lock_ttl_ms: int = Field(default=30_000, ge=1000)
+    alerts_group_by: list[str] = Field(default_factory=lambda: ["alertname", "project"])
+    alerts_repeat_interval_seconds: float = Field(default=4 * 3600, gt=0)
+    alert_webhooks: list[WebhookConfig] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(

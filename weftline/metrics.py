@@ -101,3 +101,26 @@ REPLAY_SESSIONS_ENDED = Counter(
     "Sessions closed by the session ender after inactivity",
     registry=REGISTRY,
 )
+ALERT_EVALUATIONS = Counter(
+    "weftline_alert_evaluations",
+    "Alert rule evaluations by outcome (ok, error, skipped: its tables do not exist)",
+    ["rule", "outcome"],
+    registry=REGISTRY,
+)
+ALERT_NOTIFICATIONS = Counter(
+    "weftline_alert_notifications",
+    "Webhook notifications sent by the alert loop, by receiver and outcome",
+    ["receiver", "outcome"],
+    registry=REGISTRY,
+)
+ALERTS_FIRING = Gauge(
+    "weftline_alerts_firing",
+    "Alert instances firing, per rule (as seen by the leader)",
+    ["rule"],
+    registry=REGISTRY,
+)
+ALERT_LEADER = Gauge(
+    "weftline_alert_leader",
+    "1 while this process holds the alert loop's leader lock",
+    registry=REGISTRY,
+)
