@@ -95,13 +95,58 @@ def span_items(rows: list[dict[str, Any]], trace_reasons: dict[str, str]) -> lis
     return items
 
 
+REPLAY_KINDS = {"exception": "error", "console": "log", "custom": "agent"}
+
+
+def _replay_title(e: dict[str, Any]) -> str:
+    k = e["kind"]
+    if k == "click":
+        return f"click {e.get('name') or e.get('selector') or ''}".strip()
+    if k == "network":
+        return f"{e.get('method') or 'GET'} {e.get('url')} → {e.get('status')}"
+    if k == "page":
+        return f"page {e.get('page_url') or e.get('url')}"
+    if k == "exception":
+        return f"{e.get('name') or 'Error'}: {e.get('value')}"
+    if k == "input":
+        return f"input {e.get('selector') or e.get('name') or ''}".strip()
+    return f"{k} {e.get('name') or ''} {e.get('value') or ''}".strip()
+
+
+def replay_items(rows: list[dict[str, Any]]) -> list[Item]:
+    items = []
+    for e in rows:
+        kind = REPLAY_KINDS.get(e["kind"], e["kind"])
+        status = e.get("status") or 0
+        bad = e["kind"] == "exception" or (
+            e["kind"] == "network" and str(status).isdigit() and int(status) >= 500
+        )
+        items.append(
+            Item(
+                ts=_ts(e["ts"]),
+                kind=kind,
+                source="replay",
+                title=_replay_title(e),
+                reason="OpenReplay tracker session",
+                severity="error" if bad else "info",
+                detail={k: v for k, v in e.items() if v not in ("", None, 0, {}, "0")},
+                ref={"trace_id": e.get("trace_id") or "", "event_uid": e["event_uid"]},
+            )
+        )
+    return items
+
+
 def build_timeline(ch: ClickHouse, project_id: int, session_id: str) -> dict[str, Any]:
     traces = q.session_traces(ch, project_id, session_id)
+    replay_rows = q.replay_events_for(ch, project_id, session_id)
+    for e in replay_rows:  # the app's traceparent, seen by the tracker on a fetch
+        if e.get("trace_id") and e["trace_id"] not in traces:
+            traces[e["trace_id"]] = "traceparent header of a tracker network request"
     agent_rows = q.agent_events_for(ch, project_id, session_id, list(traces))
     for e in agent_rows:  # an agent event may tie in a trace of its own
         if e["session_id"] == session_id and e["trace_id"] and e["trace_id"] not in traces:
             traces[e["trace_id"]] = "agent event with session_id and trace_id"
-    items = agent_items(agent_rows, session_id)
+    items = agent_items(agent_rows, session_id) + replay_items(replay_rows)
     items += span_items(q.spans_for(ch, project_id, list(traces)), traces)
     items.sort(key=lambda i: i.ts)
     return {

@@ -55,6 +55,18 @@ def spans_for(ch: ClickHouse, project_id: int, trace_ids: list[str]) -> list[dic
     )
 
 
+def replay_events_for(ch: ClickHouse, project_id: int, session_id: str) -> list[dict[str, Any]]:
+    return ch.query(
+        "SELECT event_uid, ts, kind, page_url, name, selector, url, method, status,"
+        " duration_ms, value, trace_id, span_id"
+        f" FROM {ch.database}.replay_events FINAL"
+        " WHERE project_id = {p:UInt32} AND session_id = {s:String}"
+        " AND kind NOT IN ('performance', 'resource', 'viewport', 'tab')"
+        " ORDER BY ts, page_no, event_uid LIMIT 20000",
+        {"p": project_id, "s": session_id},
+    )
+
+
 def recent_sessions(
     ch: ClickHouse, project_id: int, search: str, limit: int
 ) -> list[dict[str, Any]]:
@@ -62,12 +74,15 @@ def recent_sessions(
     db = ch.database
     return ch.query(
         "SELECT session_id, min(ts) AS first_seen, max(ts) AS last_seen,"
-        " sum(agent) AS agent_events, sum(spans) AS spans FROM ("
-        f" SELECT session_id, ts, 1 AS agent, 0 AS spans FROM {db}.agent_events"
+        " sum(agent) AS agent_events, sum(spans) AS spans, sum(replay) AS replay_events FROM ("
+        f" SELECT session_id, ts, 1 AS agent, 0 AS spans, 0 AS replay FROM {db}.agent_events"
         "  WHERE project_id = {p:UInt32} AND session_id != ''"
         " UNION ALL"
-        " SELECT session_id, toDateTime64(start_time, 3) AS ts, 0, 1"
+        " SELECT session_id, toDateTime64(start_time, 3) AS ts, 0, 1, 0"
         f" FROM {db}.spans WHERE project_id = {{p:UInt32}} AND session_id != ''"
+        " UNION ALL"
+        f" SELECT session_id, ts, 0, 0, 1 FROM {db}.replay_events"
+        "  WHERE project_id = {p:UInt32}"
         ") WHERE position(session_id, {q:String}) > 0"
         " GROUP BY session_id ORDER BY last_seen DESC LIMIT {n:UInt32}",
         {"p": project_id, "q": search, "n": limit},

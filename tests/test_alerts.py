@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from alert_receiver import Receiver
-from grafana_seed import NOW, iso, seed_agents, seed_spans, store_agent_events
 
 from dashboards.alerting.evaluator import AlertLoop
 from dashboards.alerting.grafana import compile_rules
@@ -23,7 +21,9 @@ from dashboards.alerting.rules import RuleFileError, load_rules, migrated_tables
 from dashboards.grafana_build import CLICKHOUSE_UID, PROMETHEUS_UID
 from dashboards.grafana_macros import TimeRange, expand_alert_query
 from storage.keys import dlq_stream, in_stream
+from tests.alert_receiver import Receiver
 from tests.conftest import REPO, run_weftline, wait_for, weftline_env
+from tests.grafana_seed import NOW, iso, seed_agents, seed_spans, store_agent_events
 from weftline.config import Settings, WebhookConfig
 from weftline.metrics import ACCEPTED, REJECTED
 

@@ -7,7 +7,6 @@ import copy
 from datetime import UTC, datetime
 
 import pytest
-from grafana_seed import NOW, seed_agents, seed_spans
 
 from dashboards.alerting import grafana as alert_grafana
 from dashboards.alerting.rules import load_rules
@@ -27,6 +26,7 @@ from dashboards.grafana_macros import (
     expand_dashboard_query,
     expand_macros,
 )
+from tests.grafana_seed import NOW, agent_dataset, seed_agents, seed_spans
 from weftline.config import Settings
 
 F = datetime.fromtimestamp(1700000000, UTC)
@@ -165,7 +165,7 @@ def test_every_panel_and_variable_runs_on_the_real_schema(ch) -> None:
     assert top == {a: 8 for a in top} and len(top) == 5
     assert len(rows("weftline-agents", "Recent task failures")) == 10
     assert rows("weftline-overview", "Agent events")[0]["events"] == sum(
-        len(v) for v in __import__("grafana_seed").agent_dataset(NOW).values()
+        len(v) for v in agent_dataset(NOW).values()
     )
     assert rows("weftline-overview", "Spans")[0]["spans"] == 280
     slow = rows("weftline-traces", "Slowest endpoints")

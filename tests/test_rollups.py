@@ -6,10 +6,10 @@ import asyncio
 import uuid
 
 import redis.asyncio as aioredis
-from grafana_seed import NOW, agent_dataset, span_rows
 
 from enrich.agent_events import AgentEventsHandler, decode_agent_entry
 from storage.migrate import load_migrations
+from tests.grafana_seed import NOW, agent_dataset, span_rows
 from weftline.config import Settings
 
 ROLLUP_TOTALS = """
