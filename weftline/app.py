@@ -15,8 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dashboards.api import ReadApi
+from dashboards.traces_api import TracesApi
 from enrich.stream_consumer import StreamConsumer
-from ingest import agent_events
+from ingest import agent_events, otlp
 from ingest.auth import Projects
 from ingest.edge import Edge
 from storage.clickhouse import ClickHouse, open_clickhouse
@@ -60,6 +61,7 @@ def create_app(
     )
     read_api = ReadApi(projects, client, ch)
     ops = Ops(settings, client, ch)
+    traces_api = TracesApi(projects, lambda: runtime.ch)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
@@ -106,6 +108,8 @@ def create_app(
         Route("/api/v1/openapi.json", openapi, methods=["GET"]),
         Route("/api/v1/events", agent_events.make_route(edge), methods=["POST", "OPTIONS"]),
         *read_api.routes(),
+        *otlp.routes(edge),
+        *traces_api.routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = runtime

@@ -85,3 +85,9 @@ DLQ_LENGTH = Gauge(
     ["kind"],
     registry=REGISTRY,
 )
+OTLP_REJECTED_RECORDS = Counter(
+    "weftline_otlp_rejected_records",
+    "OTLP spans, log records and metric data points answered in partial_success, by reason",
+    ["signal", "reason"],
+    registry=REGISTRY,
+)
