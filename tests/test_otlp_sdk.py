@@ -126,9 +126,7 @@ def test_trace_summaries_filter(app, settings, http):
     b = make_spans("svc-b", "s-b")
     assert exporter.export(a + b) == SpanExportResult.SUCCESS
     ids = {f"{s[0].context.trace_id:032x}" for s in (a, b)}
-    wait_for(
-        lambda: len(api(http, app, settings, "/api/v1/traces").json().get("traces", [])) == 2
-    )
+    wait_for(lambda: len(api(http, app, settings, "/api/v1/traces").json().get("traces", [])) == 2)
     by_service = api(http, app, settings, "/api/v1/traces", service="svc-b").json()["traces"]
     assert [t["trace_id"] for t in by_service] == [f"{b[0].context.trace_id:032x}"]
     errors = api(http, app, settings, "/api/v1/traces", status="STATUS_CODE_ERROR").json()
