@@ -136,12 +136,20 @@ def _hex_to_b64(value: str, key: str) -> str:
     return base64.b64encode(raw).decode()
 
 
+# The protobuf parser refuses messages nested deeper than 100, and nested AnyValues take
+# at least 4 JSON levels for every 3 message levels. Refusing deeper JSON here keeps the
+# edge from accepting a request the worker could not parse back from protobuf.
+MAX_JSON_DEPTH = 100
+
+
 def _prepare_json(doc: Any) -> None:
     """In place: hex ids → base64 (what ParseDict expects for bytes), enum names →
     numbers. Iterative, so a deeply nested body cannot exhaust the Python stack."""
-    stack = [doc]
+    stack: list[tuple[Any, int]] = [(doc, 1)]
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise OtlpDecodeError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(node, dict):
             for k, v in node.items():
                 if isinstance(v, str):
@@ -160,9 +168,9 @@ def _prepare_json(doc: Any) -> None:
                         if i is not None:
                             node[k] = i
                 elif isinstance(v, dict | list):
-                    stack.append(v)
+                    stack.append((v, depth + 1))
         elif isinstance(node, list):
-            stack.extend(x for x in node if isinstance(x, dict | list))
+            stack.extend((x, depth + 1) for x in node if isinstance(x, dict | list))
 
 
 def parse_request(signal: Signal, body: bytes, encoding: Encoding) -> Message:
@@ -231,6 +239,8 @@ def any_value_text(v: AnyValue) -> str:
         return str(v.int_value)
     if which == "double_value":
         return _float_text(v.double_value)
+    if which == "bytes_value":
+        return base64.b64encode(v.bytes_value).decode()
     if which is None:
         return ""
     return orjson.dumps(any_value_native(v)).decode()
