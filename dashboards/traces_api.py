@@ -302,3 +302,94 @@ class TracesApi:
                 }
             )
         return JSONResponse({"project_id": project.id, "logs": out})
+
+
+def openapi_paths() -> dict[str, Any]:
+    """OpenAPI entries for the OTLP receiver and this read API."""
+    token = [{"queryToken": []}]
+    ingest = [{"ingestKey": []}, {"bearerIngestKey": []}, {"ingestKeyQuery": []}]
+
+    def q(name: str, kind: str = "string", description: str = "") -> dict[str, Any]:
+        return {"name": name, "in": "query", "schema": {"type": kind}, "description": description}
+
+    window = [q("project_id", "integer"), q("from", description="ISO 8601 or epoch ms"), q("to")]
+    otlp_body = {
+        "required": True,
+        "content": {
+            "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+
+    def export(signal: str, what: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": what,
+                "security": ingest,
+                "requestBody": otlp_body,
+                "responses": {
+                    "200": {"description": f"Export{signal}ServiceResponse (partial_success)"},
+                    "400": {"description": "undecodable (google.rpc.Status)"},
+                    "401": {"description": "no ingest key"},
+                    "403": {"description": "unknown key or origin not allowed"},
+                    "413": {"description": "body over the limit, before or after gzip"},
+                    "415": {"description": "not application/x-protobuf or application/json"},
+                    "429": {"description": "project over its rate limit (Retry-After)"},
+                    "503": {"description": "buffer full or unavailable (Retry-After)"},
+                },
+            }
+        }
+
+    return {
+        "/v1/traces": export("Trace", "OTLP/HTTP traces"),
+        "/v1/logs": export("Logs", "OTLP/HTTP logs"),
+        "/v1/metrics": export(
+            "Metrics", "OTLP/HTTP metrics: validated, not stored (all in partial_success)"
+        ),
+        "/api/v1/traces": {
+            "get": {
+                "summary": "Trace summaries, newest first",
+                "security": token,
+                "parameters": [
+                    *window,
+                    q("service"),
+                    q("min_duration_ms", "number"),
+                    q("status", description="ok or error"),
+                    q("session_id", description="traces with a span tied to this session"),
+                    q("limit", "integer"),
+                ],
+                "responses": {"200": {"description": "traces"}},
+            }
+        },
+        "/api/v1/traces/{trace_id}": {
+            "get": {
+                "summary": "One trace: spans depth-first with depth, children and offsets",
+                "security": token,
+                "parameters": [
+                    {
+                        "name": "trace_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {"200": {"description": "trace"}, "404": {"description": "unknown"}},
+            }
+        },
+        "/api/v1/logs": {
+            "get": {
+                "summary": "OTLP log records, newest first",
+                "security": token,
+                "parameters": [
+                    *window,
+                    q("service"),
+                    q("trace_id"),
+                    q("session_id"),
+                    q("min_severity", description="number or trace|debug|info|warn|error|fatal"),
+                    q("q", description="substring of the body, case-insensitive"),
+                    q("limit", "integer"),
+                ],
+                "responses": {"200": {"description": "logs"}},
+            }
+        },
+    }
