@@ -4,8 +4,6 @@ input raises OtlpDecodeError and nothing else."""
 
 from __future__ import annotations
 
-import base64
-
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -481,4 +479,3 @@ def test_worker_rows_match_the_spans_table_columns(ch):
         )
     }
     assert set(rows[0][1]) == span_cols
-    assert base64.b64encode(b"") == b""
