@@ -18,9 +18,10 @@ from dashboards.alerting.evaluator import AlertLoop
 from dashboards.alerting.rules import RULES_DIR, load_rules
 from dashboards.api import ReadApi
 from dashboards.sessions_api import SessionsApi
+from dashboards.traces_api import TracesApi
 from dashboards.ui import Ui
 from enrich.stream_consumer import StreamConsumer
-from ingest import agent_events
+from ingest import agent_events, otlp
 from ingest.auth import Projects
 from ingest.edge import Edge
 from ingest.openreplay import OpenReplayIngest
@@ -69,6 +70,7 @@ def create_app(
     sessions_api = SessionsApi(projects, ch)
     replay = OpenReplayIngest(edge, ensure_replay_secret(settings))
     ops = Ops(settings, client, ch)
+    traces_api = TracesApi(projects, lambda: runtime.ch)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
@@ -130,6 +132,8 @@ def create_app(
         *ui.routes(),
         *sessions_api.routes(),
         *replay.routes(),
+        *otlp.routes(edge),
+        *traces_api.routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = runtime

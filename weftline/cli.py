@@ -43,6 +43,8 @@ def _banner(settings: Settings, mode: str) -> str:
             f"    ingest key   {p.public_key}",
             f"    query token  {p.query_token}",
             f"    agent events POST {url}/api/v1/events  (header X-Weftline-Key)",
+            f"    OTLP/HTTP    OTEL_EXPORTER_OTLP_ENDPOINT={url}"
+            f"  OTEL_EXPORTER_OTLP_HEADERS=x-weftline-key={p.public_key}",
         ]
     lines.append(f"  data folder  {Path(settings.data_dir).resolve()}")
     lines.append("  Ctrl-C stops everything.")

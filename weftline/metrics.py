@@ -124,3 +124,9 @@ ALERT_LEADER = Gauge(
     "1 while this process holds the alert loop's leader lock",
     registry=REGISTRY,
 )
+OTLP_REJECTED_RECORDS = Counter(
+    "weftline_otlp_rejected_records",
+    "OTLP spans, log records and metric data points answered in partial_success, by reason",
+    ["signal", "reason"],
+    registry=REGISTRY,
+)

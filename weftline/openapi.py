@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from dashboards.traces_api import openapi_paths as traces_paths
 from ingest.agent_schema import EVENTS, Problem
 from weftline import __version__
 
@@ -44,6 +45,7 @@ def openapi_document() -> dict[str, Any]:
                 "queryToken": {"type": "http", "scheme": "bearer"},
                 "ingestKey": {"type": "apiKey", "in": "header", "name": "X-Weftline-Key"},
                 "ingestKeyQuery": {"type": "apiKey", "in": "query", "name": "key"},
+                "bearerIngestKey": {"type": "http", "scheme": "bearer"},
             },
             "schemas": {
                 **defs,
@@ -64,6 +66,7 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "paths": {
+            **traces_paths(),
             "/api/v1/events": {
                 "post": {
                     "summary": "Send agent, task, HITL and React Flow canvas events",

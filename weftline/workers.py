@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from enrich.agent_events import AgentEventsHandler
 from enrich.openreplay import OpenReplayHandler
+from enrich.otlp import OtlpHandler
 from enrich.stream_consumer import ConsumerOptions, Handler, StreamConsumer
 from storage.clickhouse import ClickHouse
 from weftline.config import Settings
@@ -23,6 +24,7 @@ def handlers(settings: Settings, ch: ClickHouse, client: aioredis.Redis) -> list
     return [
         AgentEventsHandler(ch, client, retention_of, settings.agent_state_ttl_seconds),
         OpenReplayHandler(ch, client, retention_of, settings.openreplay),
+        OtlpHandler(ch, retention_of),
     ]
 
 
