@@ -15,10 +15,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dashboards.api import ReadApi
+from dashboards.issues_api import IssuesApi
 from enrich.stream_consumer import StreamConsumer
 from ingest import agent_events
 from ingest.auth import Projects
 from ingest.edge import Edge
+from ingest.sentry import SentryIngest
 from storage.clickhouse import ClickHouse, open_clickhouse
 from storage.keys import KINDS, in_stream
 from storage.migrate import migrate
@@ -106,6 +108,8 @@ def create_app(
         Route("/api/v1/openapi.json", openapi, methods=["GET"]),
         Route("/api/v1/events", agent_events.make_route(edge), methods=["POST", "OPTIONS"]),
         *read_api.routes(),
+        *SentryIngest(edge).routes(),
+        *IssuesApi(projects, lambda: runtime.ch).routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = runtime

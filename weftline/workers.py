@@ -9,6 +9,7 @@ import socket
 import redis.asyncio as aioredis
 
 from enrich.agent_events import AgentEventsHandler
+from enrich.sentry import SentryHandler
 from enrich.stream_consumer import ConsumerOptions, Handler, StreamConsumer
 from storage.clickhouse import ClickHouse
 from weftline.config import Settings
@@ -19,7 +20,10 @@ def handlers(settings: Settings, ch: ClickHouse, client: aioredis.Redis) -> list
         p = settings.project_by_id(project_id)
         return p.retention_days if p else 30
 
-    return [AgentEventsHandler(ch, client, retention_of, settings.agent_state_ttl_seconds)]
+    return [
+        AgentEventsHandler(ch, client, retention_of, settings.agent_state_ttl_seconds),
+        SentryHandler(ch, settings.project_by_id),
+    ]
 
 
 def consumer_options(settings: Settings) -> ConsumerOptions:
