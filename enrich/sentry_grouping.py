@@ -37,6 +37,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 CONFIG_ID = "weftline:2025-01"
 
@@ -325,7 +326,9 @@ def title_of(event: dict[str, Any]) -> str:
 def culprit_of(event: dict[str, Any]) -> str:
     frame = _crash_frame(event)
     if frame:
-        where = frame.get("module") or frame.get("filename") or frame.get("abs_path") or ""
+        where = str(frame.get("module") or frame.get("filename") or frame.get("abs_path") or "")
+        if _URL_RE.match(where):  # the path says where; query and host are noise
+            where = urlsplit(where).path or where
         func = frame.get("function") or "?"
         if str(event.get("platform") or "") in JS_PLATFORMS:
             return f"{func}({where})"[:200]

@@ -116,7 +116,8 @@ ERROR_COLUMNS = (
     "event_id, group_id, timestamp, received_at, level, platform, event_type, title,"
     " culprit, message, exceptions, handled, logger, transaction, release, dist,"
     " environment, server_name, user_id, user_email, user_username, user_ip, tags,"
-    " contexts, request, breadcrumbs, sdk_name, sdk_version, trace_id, span_id, replay_id,"
+    " contexts, request_url, request_method, request, breadcrumbs, sdk_name, sdk_version,"
+    " trace_id, span_id, replay_id,"
     " openreplay_session_id, openreplay_session_url, openreplay_session_token,"
     " fingerprint, grouping_variant, grouping_config"
 )
