@@ -17,6 +17,7 @@ from starlette.routing import Route
 from dashboards.alerting.evaluator import AlertLoop
 from dashboards.alerting.rules import RULES_DIR, load_rules
 from dashboards.api import ReadApi
+from dashboards.issues_api import IssuesApi
 from dashboards.sessions_api import SessionsApi
 from dashboards.traces_api import TracesApi
 from dashboards.ui import Ui
@@ -25,6 +26,7 @@ from ingest import agent_events, otlp
 from ingest.auth import Projects
 from ingest.edge import Edge
 from ingest.openreplay import OpenReplayIngest
+from ingest.sentry import SentryIngest
 from storage.clickhouse import ClickHouse, open_clickhouse
 from storage.keys import KINDS, in_stream
 from storage.migrate import migrate
@@ -134,6 +136,8 @@ def create_app(
         *replay.routes(),
         *otlp.routes(edge),
         *traces_api.routes(),
+        *SentryIngest(edge).routes(),
+        *IssuesApi(projects, lambda: runtime.ch).routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = runtime

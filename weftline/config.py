@@ -29,6 +29,7 @@ class ProjectConfig(BaseModel):
     allowed_origins: list[str] = Field(default_factory=lambda: ["*"])
     retention_days: int = Field(default=30, ge=1, le=3650)
     rate_limit: float = Field(default=200.0, gt=0, description="ingest requests per second")
+    store_ip: bool = Field(default=True, description="keep client IP addresses (user.ip_address)")
 
     @field_validator("public_key")
     @classmethod

@@ -130,3 +130,22 @@ OTLP_REJECTED_RECORDS = Counter(
     ["signal", "reason"],
     registry=REGISTRY,
 )
+SENTRY_ITEMS = Counter(
+    "weftline_sentry_items",
+    "Sentry envelope items processed, by item type and what was done with them"
+    " (stored | raw | unknown | invalid)",
+    ["type", "outcome"],
+    registry=REGISTRY,
+)
+SENTRY_CLIENT_DISCARDED = Counter(
+    "weftline_sentry_client_discarded",
+    "Items the Sentry SDKs report they dropped (client_report items), by reason and category",
+    ["reason", "category"],
+    registry=REGISTRY,
+)
+SENTRY_ENCODINGS = Counter(
+    "weftline_sentry_request_encodings",
+    "Accepted Sentry requests by Content-Encoding (identity, gzip, br, deflate)",
+    ["encoding"],
+    registry=REGISTRY,
+)

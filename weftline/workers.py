@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from enrich.agent_events import AgentEventsHandler
 from enrich.openreplay import OpenReplayHandler
 from enrich.otlp import OtlpHandler
+from enrich.sentry import SentryHandler
 from enrich.stream_consumer import ConsumerOptions, Handler, StreamConsumer
 from storage.clickhouse import ClickHouse
 from weftline.config import Settings
@@ -25,6 +26,7 @@ def handlers(settings: Settings, ch: ClickHouse, client: aioredis.Redis) -> list
         AgentEventsHandler(ch, client, retention_of, settings.agent_state_ttl_seconds),
         OpenReplayHandler(ch, client, retention_of, settings.openreplay),
         OtlpHandler(ch, retention_of),
+        SentryHandler(ch, settings.project_by_id),
     ]
 
 

@@ -1,0 +1,340 @@
+"""Sentry ingest: `POST /api/{project_id}/envelope/` and the legacy `/store/`.
+
+What happens before answering, in Relay's order and with Relay's answers (so the
+unmodified SDKs behave as with sentry.io):
+- auth from `X-Sentry-Auth` / `Authorization: Sentry …`, the `sentry_key` query
+  parameter (browser), or the envelope header `dsn` (browser `tunnel`): none → 401,
+  several → 401, a malformed key → 401, an unknown key or another project's → 403;
+- body size, then decompression (br/gzip/deflate) with a bound → 413 / 400;
+- framing and per-item limits (Relay's defaults) → 400 / 413;
+- the project's rate limit and the buffer budget → 429 with `Retry-After` and
+  `X-Sentry-Rate-Limits` (whole seconds, every category but `internal`, so the SDK
+  still sends the client report that says what it dropped);
+- the decompressed envelope is enqueued to `wl:in:{sentry}`; 200 `{"id": …}` only
+  once Valkey holds it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from enrich.sentry_envelope import (
+    CONTAINER_TYPES,
+    Envelope,
+    EnvelopeError,
+    container_items,
+    item_json,
+    loads_json,
+    normalize_event_id,
+    parse_envelope,
+    serialize_envelope,
+)
+from ingest.cors import add_cors, origin_allowed, preflight
+from ingest.edge import Edge, Rejected, rejection_response
+from ingest.limits import LimitExceeded, decompress, read_body
+from weftline.config import PUBLIC_KEY_RE, ProjectConfig
+from weftline.metrics import SENTRY_ENCODINGS
+
+KIND = "sentry"
+PROTOCOL_VERSION = 7
+MiB = 1024 * 1024
+
+# Relay's per-item defaults (relay-config `Limits`), capped by the envelope bound.
+ITEM_LIMITS = {
+    "event": 1 * MiB,
+    "transaction": 1 * MiB,
+    "feedback": 1 * MiB,
+    "user_report": 1 * MiB,
+    "span": 10 * MiB,
+    "log": 2 * MiB,
+    "trace_metric": 1 * MiB,
+    "check_in": 100 * 1024,
+    "client_report": 100 * 1024,
+    "sessions": 10 * MiB,
+    "session": 10 * MiB,
+    "replay_recording": 10 * MiB,
+    "replay_event": 1 * MiB,
+}
+MAX_ATTACHMENTS = 30
+MAX_SESSIONS = 100
+EVENT_TYPES = frozenset({"event", "transaction", "feedback"})
+
+# Categories named in X-Sentry-Rate-Limits when a whole project is limited. Not
+# `internal` (client reports), which Relay never limits: the report of what the SDK
+# dropped must still get through.
+LIMITED_CATEGORIES = (
+    "default;error;transaction;span;security;attachment;attachment_item;session;"
+    "profile;profile_chunk;replay;feedback;monitor;log_item;log_byte;trace_metric"
+)
+
+
+@dataclass(frozen=True)
+class SentryAuth:
+    key: str | None
+    version: str | None = None
+    client: str | None = None
+    source: str = ""
+
+
+def parse_auth_header(value: str) -> dict[str, str] | None:
+    """`Sentry sentry_key=…, sentry_version=7, …` → its pairs; None if not Sentry auth."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "sentry":
+        return None
+    out: dict[str, str] = {}
+    for part in rest.split(","):
+        k, sep, v = part.strip().partition("=")
+        if sep:
+            out[k.strip().lower()] = v.strip()
+    return out
+
+
+def request_auth(request: Request) -> SentryAuth:
+    found: list[SentryAuth] = []
+    for header in ("x-sentry-auth", "authorization"):
+        raw = request.headers.get(header)
+        if raw is None:
+            continue
+        pairs = parse_auth_header(raw)
+        if pairs is None:
+            if header == "x-sentry-auth":
+                raise Rejected(401, "bad_auth", "X-Sentry-Auth must start with 'Sentry '")
+            continue
+        found.append(
+            SentryAuth(
+                pairs.get("sentry_key"),
+                pairs.get("sentry_version"),
+                pairs.get("sentry_client"),
+                header,
+            )
+        )
+    q = request.query_params
+    if "sentry_key" in q:
+        found.append(
+            SentryAuth(q.get("sentry_key"), q.get("sentry_version"), q.get("sentry_client"), "q")
+        )
+    if len(found) > 1:
+        raise Rejected(401, "multiple_auth", "multiple authorization payloads detected")
+    return found[0] if found else SentryAuth(None)
+
+
+def dsn_parts(dsn: str) -> tuple[str, str]:
+    """(public key, project id) of a DSN; 401 when it is not a DSN."""
+    try:
+        parts = urlsplit(dsn)
+        key = parts.username or ""
+        project = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    except ValueError:
+        key, project = "", ""
+    if not key or not project.isdigit():
+        raise Rejected(401, "bad_auth", "the envelope header dsn is not a DSN")
+    return key, project
+
+
+def check_version(version: str | None) -> None:
+    if version is None or version == "":
+        return
+    try:
+        v = int(version)
+    except ValueError:
+        raise Rejected(400, "bad_version", f"bad sentry_version {version!r}") from None
+    if v > PROTOCOL_VERSION:
+        raise Rejected(400, "unsupported_version", f"unsupported protocol version {v}")
+
+
+def resolve_project(edge: Edge, key: str | None, path_project: int) -> ProjectConfig:
+    if not key:
+        raise Rejected(
+            401,
+            "missing_auth",
+            "missing authorization information: send X-Sentry-Auth or ?sentry_key=",
+        )
+    if not PUBLIC_KEY_RE.match(key):
+        raise Rejected(401, "bad_key", "bad sentry DSN public key: expected 32 lowercase hex")
+    project = edge.projects.by_key(key)
+    if project is None:
+        raise Rejected(403, "unknown_key", "no project has this public key")
+    if project.id != path_project:
+        raise Rejected(
+            403, "project_mismatch", f"this key belongs to another project than {path_project}"
+        )
+    return project
+
+
+def check_items(env: Envelope, limit: int) -> None:
+    """Relay's framing and per-item limits; raises 400/413."""
+    events = attachments = 0
+    for i, item in enumerate(env.items):
+        t = item.type
+        cap = min(ITEM_LIMITS.get(t, limit), limit)
+        if len(item.payload) > cap:
+            raise Rejected(
+                413,
+                "item_too_large",
+                f"envelope exceeded size limits for type '{t}': item {i} is "
+                f"{len(item.payload)} bytes, the limit is {cap}",
+            )
+        if t in EVENT_TYPES:
+            events += 1
+            item_json(item, i)
+        elif t in CONTAINER_TYPES:
+            container_items(item, i)
+        elif t == "attachment":
+            attachments += 1
+        elif t == "sessions":
+            agg = item_json(item, i).get("aggregates")
+            if isinstance(agg, list) and len(agg) > MAX_SESSIONS:
+                raise Rejected(413, "too_many_sessions", f"more than {MAX_SESSIONS} aggregates")
+        elif t == "integration":
+            raise Rejected(400, "internal_item_type", "item type 'integration' is Relay-internal")
+    if events > 1:
+        raise Rejected(400, "duplicate_event", "an envelope carries at most one event item")
+    if attachments > MAX_ATTACHMENTS:
+        raise Rejected(413, "too_many_attachments", f"more than {MAX_ATTACHMENTS} attachments")
+
+
+def rate_limited(err: Rejected) -> Rejected:
+    """A 429/backlog rejection in Sentry's terms: whole seconds, per category."""
+    secs = err.headers.get("retry-after", "60")
+    return Rejected(
+        429,
+        err.reason,
+        err.message,
+        headers={
+            "retry-after": secs,
+            "x-sentry-rate-limits": f"{secs}:{LIMITED_CATEGORIES}:project:{err.reason}",
+        },
+    )
+
+
+class SentryIngest:
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+        s = edge.settings
+        self.max_body = s.max_body_bytes
+        # Envelopes compress ~5-10x; bound the decompressed size, not just the wire size.
+        self.max_envelope = max(s.max_body_bytes * 4, 20 * MiB)
+
+    def routes(self) -> list[Route]:
+        m = ["POST", "OPTIONS"]
+        return [
+            Route("/api/{project_id}/envelope/", self.envelope, methods=m),
+            Route("/api/{project_id}/envelope", self.envelope, methods=m),
+            Route("/api/{project_id}/store/", self.store, methods=m),
+            Route("/api/{project_id}/store", self.store, methods=m),
+        ]
+
+    async def _body(self, request: Request) -> bytes:
+        enc = request.headers.get("content-encoding", "")
+        if enc.strip().lower() in ("utf-8", "utf8"):  # sentry-java sends this; it means none
+            enc = ""
+        try:
+            raw = await read_body(request, self.max_body)
+            body = decompress(raw, enc, self.max_envelope)
+        except LimitExceeded as e:
+            raise Rejected(e.status, e.reason, e.message) from None
+        if not body.strip():
+            raise Rejected(400, "empty_body", "empty request body")
+        return body
+
+    def _project(self, request: Request, env: Envelope | None) -> ProjectConfig:
+        raw = request.path_params["project_id"]
+        if not re.fullmatch(r"\d{1,10}", raw):
+            raise Rejected(400, "bad_project_id", f"project id {raw!r} is not a number")
+        auth = request_auth(request)
+        check_version(auth.version)
+        key = auth.key
+        dsn = env.headers.get("dsn") if env is not None else None
+        if isinstance(dsn, str) and dsn:
+            dkey, dproject = dsn_parts(dsn)
+            if key is None:
+                key = dkey
+            elif dkey != key or int(dproject) != int(raw):
+                raise Rejected(400, "auth_mismatch", "header mismatch between envelope and request")
+        project = resolve_project(self.edge, key, int(raw))
+        if not origin_allowed(project, request.headers.get("origin")):
+            raise Rejected(403, "origin_not_allowed", "origin not in the project's allowed_origins")
+        return project
+
+    async def _accept(
+        self, request: Request, project: ProjectConfig, env: Envelope, body: bytes
+    ) -> Response:
+        if any(item.category != "internal" for item in env.items):
+            try:
+                self.edge.check_rate(project)
+            except Rejected as e:
+                raise rate_limited(e) from None
+        auth = request_auth(request)
+        extra: dict[str, str | bytes | int] = {"client": (auth.client or "")[:200]}
+        try:
+            await self.edge.enqueue(KIND, project, request, body, len(env.items), extra)
+        except Rejected as e:
+            if e.reason == "backlog_full":
+                raise rate_limited(e) from None
+            raise
+        enc = request.headers.get("content-encoding", "").strip().lower() or "identity"
+        known = enc in ("gzip", "x-gzip", "br", "deflate")
+        SENTRY_ENCODINGS.labels(enc if known else "identity").inc()
+        event_id = env.event_id
+        return JSONResponse({"id": event_id} if event_id else {})
+
+    async def envelope(self, request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return preflight(request)
+        try:
+            # Request auth first, so a bad key never costs a body read; the envelope's
+            # own `dsn` header is checked once the body is parsed.
+            has_request_auth = request_auth(request).key is not None
+            if has_request_auth:
+                self._project(request, None)
+            body = await self._body(request)
+            try:
+                env = parse_envelope(body)
+                check_items(env, self.max_envelope)
+            except EnvelopeError as e:
+                raise Rejected(400, "invalid_envelope", f"invalid event envelope: {e}") from None
+            project = self._project(request, env)
+            response = await self._accept(request, project, env, body)
+        except Rejected as err:
+            return add_cors(rejection_response(KIND, err), request)
+        return add_cors(response, request)
+
+    async def store(self, request: Request) -> Response:
+        """Legacy: one JSON event per request (or an envelope, by content type)."""
+        if request.method == "OPTIONS":
+            return preflight(request)
+        try:
+            self._project(request, None)
+            body = await self._body(request)
+            ctype = request.headers.get("content-type", "")
+            try:
+                if "x-sentry-envelope" in ctype:
+                    env = parse_envelope(body)
+                else:
+                    if len(body) > ITEM_LIMITS["event"]:
+                        raise Rejected(413, "item_too_large", "event exceeds 1 MiB")
+                    event = loads_json(body, "event")
+                    if not isinstance(event, dict):
+                        raise Rejected(400, "invalid_event", "the event is not a JSON object")
+                    event_id = normalize_event_id(event.get("event_id")) or uuid.uuid4().hex
+                    itype = "transaction" if event.get("type") == "transaction" else "event"
+                    body = serialize_envelope(
+                        {"event_id": event_id}, [({"type": itype}, orjson.dumps(event))]
+                    )
+                    env = parse_envelope(body)
+                check_items(env, self.max_envelope)
+            except EnvelopeError as e:
+                raise Rejected(400, "invalid_envelope", f"invalid event: {e}") from None
+            project = self._project(request, env)
+            response = await self._accept(request, project, env, body)
+        except Rejected as err:
+            return add_cors(rejection_response(KIND, err), request)
+        return add_cors(response, request)
