@@ -13,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from dashboards.timeline import build_timeline
 from ingest.auth import Projects, bearer_token
 from storage import queries
 from storage.clickhouse import ClickHouse, StorageError
@@ -86,22 +85,7 @@ class ReadApi:
             Route("/api/v1/agents", self.agents, methods=["GET"]),
             Route("/api/v1/agents/{agent_id}/events", self.agent_events, methods=["GET"]),
             Route("/api/v1/live", self.live, methods=["GET"]),
-            Route("/api/v1/sessions/{session_id}/timeline", self.timeline, methods=["GET"]),
         ]
-
-    async def timeline(self, request: Request) -> Response:
-        try:
-            project = authorize(request, self.projects)
-            if self.ch is None:
-                raise ApiError(503, "storage_unavailable", "this process has no ClickHouse")
-            t = await asyncio.to_thread(
-                build_timeline, self.ch, project.id, request.path_params["session_id"]
-            )
-        except ApiError as e:
-            return e.response()
-        except StorageError as e:
-            return ApiError(503, "storage_unavailable", str(e)).response()
-        return JSONResponse(t)
 
     async def agents(self, request: Request) -> Response:
         try:

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from dashboards.api import ApiError, authorize, parse_limit, parse_time
 from ingest.auth import Projects
 from storage import sentry_queries as q
+from storage import timeline_queries
 from storage.clickhouse import ClickHouse, StorageError
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -101,10 +102,11 @@ class IssuesApi:
             start = parse_time(request.query_params.get("from"), "from") or end - timedelta(
                 hours=24
             )
-            latest, hist, linked = await asyncio.gather(
+            latest, hist, linked, sessions = await asyncio.gather(
                 asyncio.to_thread(q.latest_event, ch, project.id, gid),
                 asyncio.to_thread(q.hourly_histogram, ch, project.id, gid, start, end),
                 asyncio.to_thread(q.linked_ids, ch, project.id, gid),
+                asyncio.to_thread(timeline_queries.sessions_of_issue, ch, project.id, gid),
             )
             return JSONResponse(
                 {
@@ -113,6 +115,7 @@ class IssuesApi:
                     "latest_event": _event(latest) if latest else None,
                     "histogram": {"interval": "1h", "buckets": hist},
                     **linked,
+                    "sessions": sessions,
                 }
             )
 

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dashboards.api import ApiError, authorize, parse_limit, parse_time
+from dashboards.timeline import build_timeline
 from ingest.auth import Projects
 from storage import replay_queries
 from storage.clickhouse import ClickHouse, StorageError
@@ -119,17 +120,21 @@ class SessionsApi:
         return JSONResponse({"project_id": project.id, "sessions": [session_view(r) for r in rows]})
 
     async def detail(self, request: Request) -> Response:
+        """The session as one timeline: tracker events, agent events, the spans of every
+        trace tied to it and the errors on both sides, in time order, each with the
+        reason it belongs here. `timeline` keeps the tracker's own events as stored."""
         sid = request.path_params["session_id"]
         try:
             project = authorize(request, self.projects)
-            if not sid.isdigit() or len(sid) > 40:
+            if len(sid) > 256:
                 raise ApiError(404, "not_found", "no such session")
             limit = parse_limit(request.query_params.get("limit"), default=5000, maximum=50_000)
             ch = self._ch()
             session = await asyncio.to_thread(replay_queries.get_session, ch, project.id, sid)
-            if session is None:
-                raise ApiError(404, "not_found", f"no session {sid} in project {project.id}")
             rows = await asyncio.to_thread(replay_queries.timeline, ch, project.id, sid, limit)
+            unified = await asyncio.to_thread(build_timeline, ch, project.id, sid)
+            if session is None and not unified["items"]:
+                raise ApiError(404, "not_found", f"no session {sid} in project {project.id}")
         except ApiError as e:
             return e.response()
         except StorageError as e:
@@ -137,7 +142,10 @@ class SessionsApi:
         return JSONResponse(
             {
                 "project_id": project.id,
-                "session": session_view(session),
+                "session_id": sid,
+                "session": session_view(session) if session else None,
+                "items": unified["items"],
+                "traces": unified["traces"],
                 "timeline": [timeline_item(r) for r in rows],
             }
         )

@@ -136,6 +136,68 @@ def replay_items(rows: list[dict[str, Any]]) -> list[Item]:
     return items
 
 
+def error_items(rows: list[dict[str, Any]], reasons: dict[str, str]) -> list[Item]:
+    items = []
+    for e in rows:
+        etype = e["exception_types"][-1] if e["exception_types"] else ""
+        evalue = e["exception_values"][-1] if e["exception_values"] else e["message"]
+        side = "browser" if e["platform"] == "javascript" else "backend"
+        items.append(
+            Item(
+                ts=_ts(e["timestamp"]),
+                kind="error",
+                source="sentry",
+                title=f"{side} error {e['title']}",
+                reason=reasons[e["event_id"]],
+                severity="error" if e["level"] in ("error", "fatal") else "warning",
+                detail={
+                    "type": etype,
+                    "value": evalue,
+                    "culprit": e["culprit"],
+                    "level": e["level"],
+                    "platform": e["platform"],
+                    "release": e["release"],
+                    "handled": e["handled"],
+                },
+                ref={
+                    "event_id": e["event_id"],
+                    "group_id": e["group_id"],
+                    "trace_id": e["trace_id"],
+                },
+            )
+        )
+    return items
+
+
+MERGE_WINDOW_MS = 10_000
+
+
+def _ms(iso: str) -> float:
+    return datetime.fromisoformat(iso.rstrip("Z")).timestamp() * 1000
+
+
+def merge_duplicate_errors(items: list[Item]) -> list[Item]:
+    """A JS exception the tracker saw and the Sentry event of the same error (same type
+    and message within a few seconds) become one item with both sources."""
+    tracker = [i for i in items if i.source == "replay" and i.kind == "error"]
+    drop: set[int] = set()
+    for s in (i for i in items if i.source == "sentry" and i.kind == "error"):
+        for t in tracker:
+            if id(t) in drop:
+                continue
+            same = (t.detail.get("name") or "Error") == s.detail["type"] and (
+                t.detail.get("value") or ""
+            ) == (s.detail["value"] or "")
+            if same and abs(_ms(t.ts) - _ms(s.ts)) <= MERGE_WINDOW_MS:
+                s.source = "replay+sentry"
+                s.reason = f"{s.reason}; tracker saw the same {s.detail['type']}"
+                s.ts = min(s.ts, t.ts)
+                s.ref["tracker_event_uid"] = t.ref.get("event_uid", "")
+                drop.add(id(t))
+                break
+    return [i for i in items if id(i) not in drop]
+
+
 def build_timeline(ch: ClickHouse, project_id: int, session_id: str) -> dict[str, Any]:
     traces = q.session_traces(ch, project_id, session_id)
     replay_rows = q.replay_events_for(ch, project_id, session_id)
@@ -146,8 +208,26 @@ def build_timeline(ch: ClickHouse, project_id: int, session_id: str) -> dict[str
     for e in agent_rows:  # an agent event may tie in a trace of its own
         if e["session_id"] == session_id and e["trace_id"] and e["trace_id"] not in traces:
             traces[e["trace_id"]] = "agent event with session_id and trace_id"
+
+    linked = q.linked_error_ids(ch, project_id, session_id)
+    errors = q.errors_for(ch, project_id, list(linked), list(traces))
+    reasons = {e["event_id"]: linked.get(e["event_id"]) or f"trace {e['trace_id']}" for e in errors}
+    if not linked:  # no key at all: fall back to the same user in the same time window
+        window = q.session_user_window(ch, project_id, session_id)
+        if window:
+            for e in q.unkeyed_user_errors(
+                ch, project_id, window["user_id"], window["started_at"], window["last_event_at"]
+            ):
+                if e["event_id"] not in reasons:
+                    errors.append(e)
+                    reasons[e["event_id"]] = (
+                        "inferred: same user id within the session's time window"
+                    )
+
     items = agent_items(agent_rows, session_id) + replay_items(replay_rows)
     items += span_items(q.spans_for(ch, project_id, list(traces)), traces)
+    items += error_items(errors, reasons)
+    items = merge_duplicate_errors(items)
     items.sort(key=lambda i: i.ts)
     return {
         "session_id": session_id,

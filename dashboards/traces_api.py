@@ -22,6 +22,7 @@ from starlette.routing import Route
 from dashboards.api import ApiError, authorize, parse_limit, parse_time
 from enrich.otlp_decode import hex_id, normalize_status
 from ingest.auth import Projects
+from storage import timeline_queries
 from storage import trace_queries as tq
 from storage.clickhouse import ClickHouse, StorageError
 
@@ -177,6 +178,15 @@ def _trace_id_param(raw: str | None, name: str = "trace_id") -> str | None:
     return tid
 
 
+def _sessions(spans: list[dict[str, Any]], linked: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Sessions the trace touches, each with why."""
+    out = {r["session_id"]: r["reason"] for r in linked}
+    for s in spans:
+        if s["session_id"]:
+            out.setdefault(s["session_id"], "span attribute session.id")
+    return [{"session_id": k, "reason": v} for k, v in sorted(out.items())]
+
+
 class TracesApi:
     def __init__(self, projects: Projects, ch: Callable[[], ClickHouse | None]) -> None:
         self.projects = projects
@@ -203,6 +213,12 @@ class TracesApi:
             rows = await asyncio.to_thread(tq.trace_spans, self.ch(), project.id, trace_id)
             if not rows:
                 raise ApiError(404, "not_found", f"no spans of trace {trace_id}")
+            linked = await asyncio.to_thread(
+                timeline_queries.sessions_of_trace, self.ch(), project.id, trace_id
+            )
+            error_events = await asyncio.to_thread(
+                timeline_queries.errors_for, self.ch(), project.id, [], [trace_id]
+            )
         except ApiError as e:
             return e.response()
         except StorageError as e:
@@ -216,7 +232,12 @@ class TracesApi:
                 "duration_ms": _ms(t1 - t0),
                 "span_count": len(ordered),
                 "services": sorted({s["service"] for s in ordered}),
-                "session_ids": sorted({s["session_id"] for s in ordered if s["session_id"]}),
+                "session_ids": sorted(
+                    {s["session_id"] for s in ordered if s["session_id"]}
+                    | {r["session_id"] for r in linked}
+                ),
+                "sessions": _sessions(ordered, linked),
+                "error_event_ids": [e["event_id"] for e in error_events],
                 "root_span_ids": [s["span_id"] for s in ordered if s["depth"] == 0],
                 "errors": _errors(ordered),
                 "spans": ordered,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -13,11 +12,12 @@ import orjson
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from enrich.links import with_links
 from enrich.stream_consumer import DecodeError, Entry
 from ingest.agent_schema import EVENTS, AgentState, Hitl, TaskUpdate, VisualizationInteraction
 from storage.clickhouse import ClickHouse
 from storage.keys import agent_index_key, agent_state_key, live_channel
-from weftline.metrics import INSERT_ROWS, INSERT_SECONDS, STORE_FAILURES
+from storage.writer import write_tables
 
 TABLE = "agent_events"
 
@@ -182,17 +182,7 @@ class AgentEventsHandler:
 
     async def store(self, rows: list[AgentEventRow], token: str) -> None:
         data = [{k: v for k, v in asdict(r).items() if k in STORED_COLUMNS} for r in rows]
-        links = link_rows(rows)
-        started = time.perf_counter()
-        try:
-            await asyncio.to_thread(self.ch.insert, TABLE, data, token)
-            if links:
-                await asyncio.to_thread(self.ch.insert, "links", links, token + ":links")
-        except Exception:
-            STORE_FAILURES.labels(TABLE).inc()
-            raise
-        INSERT_SECONDS.labels(TABLE).observe(time.perf_counter() - started)
-        INSERT_ROWS.labels(TABLE).observe(len(data))
+        await write_tables(self.ch, with_links({TABLE: data}), token, order=(TABLE,))
 
     async def after_store(self, rows: list[AgentEventRow]) -> None:
         """Newest state per agent (one script call per agent, not per event) and one live
@@ -225,27 +215,6 @@ class AgentEventsHandler:
             # A JSON array of already-serialized events, without re-encoding them.
             pipe.publish(live_channel(project_id), b"[" + b",".join(messages) + b"]")
         await pipe.execute()
-
-
-def link_rows(rows: list[AgentEventRow]) -> list[dict[str, Any]]:
-    """An agent event carrying both ids ties its trace to its session."""
-    seen: dict[tuple[int, str, str], dict[str, Any]] = {}
-    for r in rows:
-        if r.session_id and r.trace_id:
-            seen.setdefault(
-                (r.project_id, r.session_id, r.trace_id),
-                {
-                    "project_id": r.project_id,
-                    "session_id": r.session_id,
-                    "kind": "trace",
-                    "target_id": r.trace_id,
-                    "reason": "agent event with session_id and trace_id",
-                    "source": "agent",
-                    "ts": r.ts,
-                    "retention_days": r.retention_days,
-                },
-            )
-    return list(seen.values())
 
 
 def live_message(r: AgentEventRow) -> bytes:

@@ -30,18 +30,17 @@ import redis.asyncio as aioredis
 
 from enrich.agent_events import STORED_COLUMNS as AGENT_COLUMNS
 from enrich.agent_events import decode_agent_entry
+from enrich.links import with_links
 from enrich.openreplay_decode import Batch, OpenReplayDecodeError, decode_batches
 from enrich.stream_consumer import DecodeError, Entry
 from storage import replay_queries
 from storage.clickhouse import ClickHouse
 from storage.keys import replay_active_key, replay_ender_lock
+from storage.writer import write_tables
 from weftline.config import OpenReplaySettings
 from weftline.metrics import (
-    INSERT_ROWS,
-    INSERT_SECONDS,
     REPLAY_MESSAGES,
     REPLAY_SESSIONS_ENDED,
-    STORE_FAILURES,
 )
 
 log = logging.getLogger("weftline.replay")
@@ -594,18 +593,9 @@ class OpenReplayHandler:
         for table, row in rows:
             by_table.setdefault(table, []).append(row)
         # Sessions first: a session row should exist before its events are visible.
-        for table in (SESSIONS, EVENTS, AGENT_EVENTS, BATCHES):
-            data = by_table.get(table)
-            if not data:
-                continue
-            started = time.perf_counter()
-            try:
-                await asyncio.to_thread(self.ch.insert, table, data, f"{token}:{table}")
-            except Exception:
-                STORE_FAILURES.labels(table).inc()
-                raise
-            INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
-            INSERT_ROWS.labels(table).observe(len(data))
+        await write_tables(
+            self.ch, with_links(by_table), token, order=(SESSIONS, EVENTS, AGENT_EVENTS, BATCHES)
+        )
 
     async def after_store(self, rows: list[tuple[str, Row]]) -> None:
         now = int(time.time() * 1000)

@@ -6,16 +6,15 @@ redelivered entry and an exporter retrying the same request collapse under FINAL
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from enrich import otlp_decode as od
+from enrich.links import with_links
 from enrich.stream_consumer import DecodeError, Entry
 from storage.clickhouse import ClickHouse
-from weftline.metrics import INSERT_ROWS, INSERT_SECONDS, STORE_FAILURES
+from storage.writer import write_tables
 
 Row = tuple[str, dict[str, Any]]  # (table, columns)
 
@@ -124,16 +123,7 @@ class OtlpHandler:
         by_table: dict[str, list[dict[str, Any]]] = {}
         for table, data in rows:
             by_table.setdefault(table, []).append(data)
-        for table, data in sorted(by_table.items()):
-            started = time.perf_counter()
-            try:
-                # One token per table: the same batch id must never name different rows.
-                await asyncio.to_thread(self.ch.insert, table, data, f"{token}:{table}")
-            except Exception:
-                STORE_FAILURES.labels(table).inc()
-                raise
-            INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
-            INSERT_ROWS.labels(table).observe(len(data))
+        await write_tables(self.ch, with_links(by_table), token)
 
     async def after_store(self, rows: list[Row]) -> None:
         return None

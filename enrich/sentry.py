@@ -9,10 +9,8 @@ counter to double-increment.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from enrich.links import with_links
 from enrich.sentry_envelope import (
     CONTAINER_TYPES,
     JSON_TYPES,
@@ -36,13 +35,11 @@ from enrich.sentry_grouping import exceptions_of, group_event, message_text
 from enrich.sentry_scrub import scrub
 from enrich.stream_consumer import DecodeError, Entry
 from storage.clickhouse import ClickHouse
+from storage.writer import write_tables
 from weftline.config import ProjectConfig
 from weftline.metrics import (
-    INSERT_ROWS,
-    INSERT_SECONDS,
     SENTRY_CLIENT_DISCARDED,
     SENTRY_ITEMS,
-    STORE_FAILURES,
 )
 
 ERRORS = "sentry_errors"
@@ -757,15 +754,7 @@ class SentryHandler:
         for r in rows:
             if r.table:
                 by_table[r.table].append(r.data)
-        for table, data in by_table.items():
-            started = time.perf_counter()
-            try:
-                await asyncio.to_thread(self.ch.insert, table, data, token)
-            except Exception:
-                STORE_FAILURES.labels(table).inc()
-                raise
-            INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
-            INSERT_ROWS.labels(table).observe(len(data))
+        await write_tables(self.ch, with_links(dict(by_table)), token)
 
     async def after_store(self, rows: list[Row]) -> None:
         for r in rows:

@@ -87,3 +87,87 @@ def recent_sessions(
         " GROUP BY session_id ORDER BY last_seen DESC LIMIT {n:UInt32}",
         {"p": project_id, "q": search, "n": limit},
     )
+
+
+ERROR_COLUMNS = (
+    "event_id, group_id, timestamp, level, platform, title, culprit, message,"
+    " exception_types, exception_values, handled, trace_id, openreplay_session_id, user_id,"
+    " release, environment, server_name, sdk_name, transaction"
+)
+
+
+def linked_error_ids(ch: ClickHouse, project_id: int, session_id: str) -> dict[str, str]:
+    rows = ch.query(
+        f"SELECT target_id, any(reason) AS reason FROM {ch.database}.links FINAL"
+        " WHERE project_id = {p:UInt32} AND session_id = {s:String} AND kind = 'error'"
+        " GROUP BY target_id",
+        {"p": project_id, "s": session_id},
+    )
+    return {r["target_id"]: r["reason"] for r in rows}
+
+
+def errors_for(
+    ch: ClickHouse, project_id: int, event_ids: list[str], trace_ids: list[str]
+) -> list[dict[str, Any]]:
+    if not event_ids and not trace_ids:
+        return []
+    return ch.query(
+        f"SELECT {ERROR_COLUMNS} FROM {ch.database}.sentry_errors FINAL"
+        " WHERE project_id = {p:UInt32}"
+        " AND (has({e:Array(String)}, event_id)"
+        "      OR (trace_id != '' AND has({t:Array(String)}, trace_id)))"
+        " ORDER BY timestamp LIMIT 5000",
+        {"p": project_id, "e": event_ids, "t": trace_ids},
+    )
+
+
+def session_user_window(ch: ClickHouse, project_id: int, session_id: str) -> dict[str, Any] | None:
+    """The tracker session's user id and time span, for the inferred fallback."""
+    rows = ch.query(
+        "SELECT user_id, started_at, last_event_at"
+        f" FROM {ch.database}.replay_sessions FINAL"
+        " WHERE project_id = {p:UInt32} AND session_id = {s:String} AND user_id != ''"
+        " LIMIT 1",
+        {"p": project_id, "s": session_id},
+    )
+    return rows[0] if rows else None
+
+
+def unkeyed_user_errors(
+    ch: ClickHouse, project_id: int, user_id: str, start: str, end: str
+) -> list[dict[str, Any]]:
+    """Errors of the same user in the window that name no session at all."""
+    return ch.query(
+        f"SELECT {ERROR_COLUMNS} FROM {ch.database}.sentry_errors FINAL"
+        " WHERE project_id = {p:UInt32} AND user_id = {u:String}"
+        " AND timestamp BETWEEN parseDateTime64BestEffort({a:String}, 3) - INTERVAL 1 MINUTE"
+        "                   AND parseDateTime64BestEffort({b:String}, 3) + INTERVAL 1 MINUTE"
+        " AND openreplay_session_id = '' AND openreplay_session_url = ''"
+        " AND openreplay_session_token = ''"
+        " ORDER BY timestamp LIMIT 1000",
+        {"p": project_id, "u": user_id, "a": start, "b": end},
+    )
+
+
+def sessions_of_trace(ch: ClickHouse, project_id: int, trace_id: str) -> list[dict[str, Any]]:
+    return ch.query(
+        f"SELECT session_id, any(reason) AS reason FROM {ch.database}.links FINAL"
+        " WHERE project_id = {p:UInt32} AND kind = 'trace' AND target_id = {t:String}"
+        " GROUP BY session_id ORDER BY session_id",
+        {"p": project_id, "t": trace_id},
+    )
+
+
+def sessions_of_issue(ch: ClickHouse, project_id: int, group_id: str) -> list[dict[str, Any]]:
+    db = ch.database
+    return ch.query(
+        f"SELECT session_id, any(reason) AS reason FROM {db}.links FINAL"
+        " WHERE project_id = {p:UInt32} AND ("
+        "  (kind = 'error' AND target_id IN (SELECT event_id FROM "
+        f"   {db}.sentry_errors WHERE project_id = {{p:UInt32}} AND group_id = {{g:String}}))"
+        "  OR (kind = 'trace' AND target_id IN (SELECT trace_id FROM "
+        f"   {db}.sentry_errors WHERE project_id = {{p:UInt32}} AND group_id = {{g:String}}"
+        "   AND trace_id != '')))"
+        " GROUP BY session_id ORDER BY session_id",
+        {"p": project_id, "g": group_id},
+    )

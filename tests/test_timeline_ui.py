@@ -97,7 +97,7 @@ def timeline_server(settings, valkey, ch, serve, http):
 def test_timeline_api_orders_items_and_gives_reasons(timeline_server, http):
     srv, p1 = timeline_server
     r = http.get(
-        f"{srv.url}/api/v1/sessions/sess-1/timeline",
+        f"{srv.url}/api/v1/sessions/sess-1",
         headers={"authorization": f"Bearer {p1.query_token}"},
     )
     assert r.status_code == 200
@@ -115,7 +115,7 @@ def test_timeline_api_orders_items_and_gives_reasons(timeline_server, http):
     assert reasons[3] == f"trace {TRACE}"
     assert [i["severity"] for i in t["items"]] == ["info", "info", "error", "error"]
     assert all("other" not in i["title"] for i in t["items"])  # nothing from sess-2
-    assert http.get(f"{srv.url}/api/v1/sessions/sess-1/timeline").status_code == 401
+    assert http.get(f"{srv.url}/api/v1/sessions/sess-1").status_code == 401
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="Chromium is not installed")
