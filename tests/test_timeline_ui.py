@@ -182,3 +182,24 @@ def test_ui_pages_in_chromium(timeline_server, tmp_path):
     assert (tmp_path / "session.png").stat().st_size > 10_000
     assert errors == []
     time.sleep(0)
+
+
+def test_cli_prints_session_trace_and_issues(timeline_server):
+    from tests.conftest import run_weftline
+
+    srv, p1 = timeline_server
+    common = ("--url", srv.url, "--token", p1.query_token)
+    out = run_weftline("session", "sess-1", *common, "--color", "never")
+    lines = out.splitlines()
+    assert lines[0] == "session sess-1: 4 items, 1 traces"
+    assert f"trace {TRACE}  (span carries the session id)" in lines[1]
+    body = [ln for ln in lines if ln[:2].isdigit()]
+    assert [ln.split()[1] for ln in body] == ["AGT", "SPN", "SPN", "AGT"]
+    assert "canvas node click: planner" in body[0]
+    colored = run_weftline("session", "sess-1", *common, "--color", "always")
+    assert "\033[31m" in colored  # the failed span and task are red
+    out = run_weftline("trace", TRACE, *common, "--color", "never")
+    assert out.splitlines()[0].startswith(f"trace {TRACE}: 2 spans")
+    assert "  session sess-1  (span attribute session.id)" in out
+    assert "  api: POST /api/run" in out  # the child is indented under its parent
+    assert run_weftline("issues", *common).startswith("0 issues")

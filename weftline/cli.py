@@ -396,6 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, http=False)
     p.set_defaults(func=cmd_alerts)
 
+    from weftline.terminal import add_commands
+
+    add_commands(sub, _common)
+
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)
     return parser
