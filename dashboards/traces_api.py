@@ -178,7 +178,9 @@ def _trace_id_param(raw: str | None, name: str = "trace_id") -> str | None:
     return tid
 
 
-def _sessions(spans: list[dict[str, Any]], linked: list[dict[str, Any]]) -> list[dict[str, str]]:
+def trace_sessions(
+    spans: list[dict[str, Any]], linked: list[dict[str, Any]]
+) -> list[dict[str, str]]:
     """Sessions the trace touches, each with why."""
     out = {r["session_id"]: r["reason"] for r in linked}
     for s in spans:
@@ -236,7 +238,7 @@ class TracesApi:
                     {s["session_id"] for s in ordered if s["session_id"]}
                     | {r["session_id"] for r in linked}
                 ),
-                "sessions": _sessions(ordered, linked),
+                "sessions": trace_sessions(ordered, linked),
                 "error_event_ids": [e["event_id"] for e in error_events],
                 "root_span_ids": [s["span_id"] for s in ordered if s["depth"] == 0],
                 "errors": _errors(ordered),

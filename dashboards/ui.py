@@ -7,26 +7,30 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from dashboards.timeline import build_timeline, waterfall
+from dashboards.traces_api import build_tree, trace_sessions
 from ingest.auth import Projects
-from storage import timeline_queries
+from storage import sentry_queries, timeline_queries, trace_queries
 from storage.clickhouse import ClickHouse
 from weftline.config import ProjectConfig
 
 COOKIE = "weftline_token"
+# Text badges, not emoji: headless and minimal Linux desktops often lack an emoji font.
 ICONS = {
-    "agent": "🤖",
-    "span": "⏱",
-    "click": "🖱",
-    "network": "🌐",
-    "error": "⚠",
-    "page": "📄",
-    "log": "📝",
+    "agent": "AGT",
+    "span": "SPN",
+    "click": "CLK",
+    "network": "NET",
+    "error": "ERR",
+    "page": "PGE",
+    "log": "LOG",
+    "input": "INP",
 }
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -43,6 +47,9 @@ class Ui:
             Route("/ui/logout", self.logout, methods=["GET"]),
             Route("/ui/", self.sessions, methods=["GET"]),
             Route("/ui/sessions/{session_id}", self.session, methods=["GET"]),
+            Route("/ui/issues", self.issues, methods=["GET"]),
+            Route("/ui/issues/{group_id}", self.issue, methods=["GET"]),
+            Route("/ui/traces/{trace_id}", self.trace, methods=["GET"]),
         ]
 
     def _project(self, request: Request) -> ProjectConfig | None:
@@ -103,4 +110,72 @@ class Ui:
             request,
             "session.html",
             {"project": project, "t": t, "waterfalls": waterfalls, "icons": ICONS},
+        )
+
+    async def issues(self, request: Request) -> Response:
+        project = self._project(request)
+        if project is None:
+            return RedirectResponse("/ui/login", status_code=303)
+        rows = []
+        if self.ch is not None:
+            rows = await asyncio.to_thread(
+                sentry_queries.list_issues, self.ch, project.id, None, None, None, 200
+            )
+        return self._render(request, "issues.html", {"project": project, "issues": rows})
+
+    async def issue(self, request: Request) -> Response:
+        project = self._project(request)
+        if project is None:
+            return RedirectResponse("/ui/login", status_code=303)
+        if self.ch is None:
+            return HTMLResponse("ClickHouse is not available in this process", status_code=503)
+        gid = request.path_params["group_id"]
+        issue = await asyncio.to_thread(sentry_queries.get_issue, self.ch, project.id, gid)
+        if issue is None:
+            return HTMLResponse("No such issue", status_code=404)
+        latest = await asyncio.to_thread(sentry_queries.latest_event, self.ch, project.id, gid)
+        sessions = await asyncio.to_thread(
+            timeline_queries.sessions_of_issue, self.ch, project.id, gid
+        )
+        exceptions = orjson.loads(latest["exceptions"]) if latest and latest["exceptions"] else []
+        return self._render(
+            request,
+            "issue.html",
+            {
+                "project": project,
+                "issue": issue,
+                "latest": latest,
+                "sessions": sessions,
+                "exceptions": exceptions,
+            },
+        )
+
+    async def trace(self, request: Request) -> Response:
+        project = self._project(request)
+        if project is None:
+            return RedirectResponse("/ui/login", status_code=303)
+        if self.ch is None:
+            return HTMLResponse("ClickHouse is not available in this process", status_code=503)
+        tid = request.path_params["trace_id"].lower()
+        rows = await asyncio.to_thread(trace_queries.trace_spans, self.ch, project.id, tid)
+        if not rows:
+            return HTMLResponse("No such trace", status_code=404)
+        spans, t0, t1 = build_tree(rows)
+        total = max(1e-6, (t1 - t0) / 1e6)
+        for sp in spans:
+            sp["offset_pct"] = round(sp["offset_ms"] / total * 100, 2)
+            sp["width_pct"] = max(0.5, round(sp["duration_ms"] / total * 100, 2))
+        sessions = await asyncio.to_thread(
+            timeline_queries.sessions_of_trace, self.ch, project.id, tid
+        )
+        return self._render(
+            request,
+            "trace.html",
+            {
+                "project": project,
+                "trace_id": tid,
+                "spans": spans,
+                "duration_ms": total,
+                "sessions": trace_sessions(spans, sessions),
+            },
         )

@@ -118,11 +118,39 @@ def test_timeline_api_orders_items_and_gives_reasons(timeline_server, http):
     assert http.get(f"{srv.url}/api/v1/sessions/sess-1").status_code == 401
 
 
+SENTRY_APP = """
+import sys
+import sentry_sdk
+
+def send_sentry_error():
+    try:
+        {}["missing_key"]
+    except KeyError as e:
+        sentry_sdk.capture_exception(e)
+
+sentry_sdk.init(dsn=sys.argv[1], default_integrations=False)
+sentry_sdk.set_tag("openReplaySession.id", "sess-1")
+send_sentry_error()
+sentry_sdk.flush(timeout=10)
+"""
+
+
+def send_sentry_error(dsn: str) -> None:
+    """The real sentry-sdk, in its own process, reports an error tagged with the session."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", SENTRY_APP, dsn], check=True, timeout=60)
+
+
 @pytest.mark.skipif(not shutil.which("chromium"), reason="Chromium is not installed")
-def test_ui_pages_in_chromium(timeline_server, tmp_path):
+def test_ui_pages_in_chromium(timeline_server, ch, tmp_path):
     from playwright.sync_api import sync_playwright
 
     srv, p1 = timeline_server
+    host = srv.url.split("//")[1]
+    send_sentry_error(f"http://{p1.public_key}@{host}/{p1.id}")
+    wait_for(lambda: ch.query(f"SELECT count() AS n FROM {ch.database}.sentry_errors")[0]["n"])
     errors: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
@@ -153,8 +181,9 @@ def test_ui_pages_in_chromium(timeline_server, tmp_path):
 
         page.click("#sessions a >> text=sess-1")
         page.wait_for_selector("#timeline")
-        assert page.locator("#timeline li").count() == 4
-        assert page.locator("#timeline li.error").count() == 2
+        assert page.locator("#timeline li").count() == 5
+        assert page.locator("#timeline li.error").count() == 3
+        assert "KeyError" in page.text_content("#timeline li.kind-error")
         page.click(f"#trace-{TRACE} summary")
         assert page.locator(f"#trace-{TRACE} .bar").count() == 2
         assert page.locator(f"#trace-{TRACE} .bar.error").count() == 1
@@ -178,6 +207,22 @@ def test_ui_pages_in_chromium(timeline_server, tmp_path):
         page.wait_for_selector("#timeline li.live", timeout=10_000)
         assert "live-agent" in page.text_content("#timeline li.live")
         page.screenshot(path=str(tmp_path / "session.png"), full_page=True)
+
+        page.click("#timeline li.kind-error a")  # the Sentry error → its issue page
+        page.wait_for_selector("#stacktrace")
+        assert "KeyError" in page.text_content("#issue-title")
+        assert page.locator("#stacktrace .frame").count() >= 1
+        assert "send_sentry_error" in page.text_content("#stacktrace")
+        assert page.locator("#issue-sessions a", has_text="sess-1").count() == 1
+        page.goto(f"{srv.url}/ui/issues")
+        assert page.locator("#issues a", has_text="KeyError").count() == 1
+
+        page.goto(f"{srv.url}/ui/traces/{TRACE}")
+        page.wait_for_selector("#waterfall")
+        assert page.locator("#waterfall .span-row").count() == 2
+        assert page.locator("#waterfall .bar.error").count() == 1
+        assert "session sess-1" in page.text_content("main")
+        page.screenshot(path=str(tmp_path / "trace.png"), full_page=True)
         browser.close()
     assert (tmp_path / "session.png").stat().st_size > 10_000
     assert errors == []
