@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from enrich import live
 from enrich.agent_events import STORED_COLUMNS as AGENT_COLUMNS
 from enrich.agent_events import decode_agent_entry
 from enrich.links import with_links
@@ -602,6 +603,9 @@ class OpenReplayHandler:
         members = {f"{r['project_id']}:{r['session_id']}" for t, r in rows if t != AGENT_EVENTS}
         if members:
             await self.client.zadd(replay_active_key(), dict.fromkeys(members, now), gt=True)
+        await live.publish(
+            self.client, ((r["project_id"], live.replay_item(r)) for t, r in rows if t == EVENTS)
+        )
 
     # --- session ender ----------------------------------------------------------
 

@@ -10,6 +10,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import redis.asyncio as aioredis
+
+from enrich import live
 from enrich import otlp_decode as od
 from enrich.links import with_links
 from enrich.stream_consumer import DecodeError, Entry
@@ -108,9 +111,15 @@ def decode_otlp_entry(fields: Mapping[bytes, bytes], retention_days: int = 30) -
 class OtlpHandler:
     kind = "otlp"
 
-    def __init__(self, ch: ClickHouse, retention_of: Callable[[int], int]) -> None:
+    def __init__(
+        self,
+        ch: ClickHouse,
+        retention_of: Callable[[int], int],
+        client: aioredis.Redis | None = None,
+    ) -> None:
         self.ch = ch
         self.retention_of = retention_of
+        self.client = client
 
     def decode(self, entry: Entry) -> list[Row]:
         try:
@@ -126,4 +135,8 @@ class OtlpHandler:
         await write_tables(self.ch, with_links(by_table), token)
 
     async def after_store(self, rows: list[Row]) -> None:
-        return None
+        if self.client is not None:
+            await live.publish(
+                self.client,
+                ((r["project_id"], live.span_item(r)) for t, r in rows if t == "spans"),
+            )

@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
 
+from enrich import live
 from enrich.links import with_links
 from enrich.sentry_envelope import (
     CONTAINER_TYPES,
@@ -738,9 +740,15 @@ def decode_envelope_entry(entry: Entry, project: ProjectConfig | None = None) ->
 class SentryHandler:
     kind = "sentry"
 
-    def __init__(self, ch: ClickHouse, project_of: Callable[[int], ProjectConfig | None]) -> None:
+    def __init__(
+        self,
+        ch: ClickHouse,
+        project_of: Callable[[int], ProjectConfig | None],
+        client: aioredis.Redis | None = None,
+    ) -> None:
         self.ch = ch
         self.project_of = project_of
+        self.client = client
 
     def decode(self, entry: Entry) -> list[Row]:
         try:
@@ -757,6 +765,15 @@ class SentryHandler:
         await write_tables(self.ch, with_links(dict(by_table)), token)
 
     async def after_store(self, rows: list[Row]) -> None:
+        if self.client is not None:
+            await live.publish(
+                self.client,
+                (
+                    (r.data["project_id"], live.error_item(r.data))
+                    for r in rows
+                    if r.table == "sentry_errors"
+                ),
+            )
         for r in rows:
             if r.table:
                 continue

@@ -177,3 +177,35 @@ def test_live_sse_delivers_state_change(settings, valkey, ch, serve):
     assert got[0]["event"] == "agent_state"
     assert (got[0]["agent_id"], got[0]["status"]) == ("live-1", "error")
     assert time.monotonic() - sent < 5
+
+
+def test_live_feed_filters_by_session(settings, valkey, ch, serve):
+    srv = serve(settings, valkey.url, ch=ch)
+    p1 = settings.projects[0]
+    got: list[dict] = []
+    connected = threading.Event()
+
+    def listen() -> None:
+        with (
+            httpx.Client(timeout=20) as c,
+            c.stream(
+                "GET",
+                f"{srv.url}/api/v1/live?session_id=sess-A",
+                headers={"authorization": f"Bearer {p1.query_token}"},
+            ) as r,
+        ):
+            for line in r.iter_lines():
+                connected.set()
+                if line.startswith("data: "):
+                    got.append(orjson.loads(line[6:]))
+                    return
+
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    assert connected.wait(10)
+    with httpx.Client() as c:
+        assert post(c, srv, p1, [state("b", session_id="sess-B")]).status_code == 202
+        time.sleep(0.5)
+        assert post(c, srv, p1, [state("a", session_id="sess-A")]).status_code == 202
+    t.join(15)
+    assert [(g["agent_id"], g["session_id"]) for g in got] == [("a", "sess-A")]

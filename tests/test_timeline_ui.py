@@ -206,6 +206,9 @@ def test_ui_pages_in_chromium(timeline_server, ch, tmp_path):
         )
         page.wait_for_selector("#timeline li.live", timeout=10_000)
         assert "live-agent" in page.text_content("#timeline li.live")
+        send_sentry_error(f"http://{p1.public_key}@{host}/{p1.id}")  # errors arrive live too
+        page.wait_for_selector("#timeline li.live.kind-error", timeout=10_000)
+        assert "KeyError" in page.text_content("#timeline li.live.kind-error")
         page.screenshot(path=str(tmp_path / "session.png"), full_page=True)
 
         page.click("#timeline li.kind-error a")  # the Sentry error → its issue page

@@ -25,8 +25,8 @@ def handlers(settings: Settings, ch: ClickHouse, client: aioredis.Redis) -> list
     return [
         AgentEventsHandler(ch, client, retention_of, settings.agent_state_ttl_seconds),
         OpenReplayHandler(ch, client, retention_of, settings.openreplay),
-        OtlpHandler(ch, retention_of),
-        SentryHandler(ch, settings.project_by_id),
+        OtlpHandler(ch, retention_of, client),
+        SentryHandler(ch, settings.project_by_id, client),
     ]
 
 
