@@ -8,7 +8,7 @@ import dataclasses
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -100,8 +100,11 @@ def test_bad_rule_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_every_sql_rule_runs_on_the_seeded_schema(ch, vk, valkey) -> None:
-    seed_agents(ch)
-    seed_spans(ch)
+    # Seed around the real "now": the rules look back from the wall clock, and a long
+    # suite run would otherwise push the module-level NOW out of their windows.
+    now = datetime.now(UTC).replace(microsecond=0)
+    seed_agents(ch, now)
+    seed_spans(ch, now)
     client = aioredis.Redis.from_url(valkey.url)
     loop = AlertLoop(alert_settings(), [], ch, client)
 

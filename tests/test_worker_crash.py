@@ -32,6 +32,17 @@ def write_config(path: Path, settings) -> Path:
     return path
 
 
+@pytest.fixture
+def workers():
+    """Every worker process a test starts is killed at its end, pass or fail."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
 def start_worker(cfg: Path, data: Path, valkey_url: str, **env: str) -> subprocess.Popen:
     log = data.parent / f"worker-{len(list(data.parent.glob('worker-*.log')))}.log"
     proc = subprocess.Popen(
@@ -59,7 +70,9 @@ def count(data: Path, final: bool = True) -> int:
 
 
 @pytest.mark.parametrize("point", ["before_insert", "after_insert"])
-def test_sigkill_worker_counts_stay_exact(point, settings, valkey, vk, ch, serve, http, tmp_path):
+def test_sigkill_worker_counts_stay_exact(
+    point, settings, valkey, vk, ch, serve, http, tmp_path, workers
+):
     cfg = write_config(tmp_path / "weftline.toml", settings)
     data = tmp_path / "worker-data"
     marker = tmp_path / "paused"
@@ -69,6 +82,7 @@ def test_sigkill_worker_counts_stay_exact(point, settings, valkey, vk, ch, serve
     doomed = start_worker(
         cfg, data, valkey.url, WEFTLINE_TEST_PAUSE=point, WEFTLINE_TEST_PAUSE_FILE=str(marker)
     )
+    workers.append(doomed)
     for i in range(10):
         r = post(http, ingest, p1, [state(f"agent-{i}-{j}") for j in range(5)])
         assert r.status_code == 202
@@ -81,6 +95,7 @@ def test_sigkill_worker_counts_stay_exact(point, settings, valkey, vk, ch, serve
     assert vk.xpending(in_stream("agent"), GROUP)["pending"] >= 1
 
     survivor = start_worker(cfg, data, valkey.url)
+    workers.append(survivor)
     try:
         wait_for(lambda: vk.xlen(in_stream("agent")) == 0, timeout=30)
     finally:

@@ -42,10 +42,13 @@ def _banner(settings: Settings, mode: str) -> str:
             f"  project {p.id} ({p.name})",
             f"    ingest key   {p.public_key}",
             f"    query token  {p.query_token}",
+            f"    Sentry DSN   http://{p.public_key}@{settings.host}:{settings.port}/{p.id}",
+            f'    OpenReplay   ingestPoint: "{url}/ingest", projectKey: "{p.public_key}"',
             f"    agent events POST {url}/api/v1/events  (header X-Weftline-Key)",
             f"    OTLP/HTTP    OTEL_EXPORTER_OTLP_ENDPOINT={url}"
             f"  OTEL_EXPORTER_OTLP_HEADERS=x-weftline-key={p.public_key}",
         ]
+    lines.append(f"  debugging view {url}/ui/  (log in with the query token)")
     lines.append(f"  data folder  {Path(settings.data_dir).resolve()}")
     lines.append("  Ctrl-C stops everything.")
     return "\n".join(lines)
