@@ -3,7 +3,6 @@ over HTTP (the chDB HTTP test endpoint standing in for the server)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -13,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import REPO, wait_for, weftline_cmd, weftline_env
+
 from storage.clickhouse import ClickHouseConnect
 from storage.keys import GROUP, in_stream
 from storage.queries import count_agent_events
