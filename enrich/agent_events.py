@@ -17,6 +17,7 @@ from enrich.stream_consumer import DecodeError, Entry
 from ingest.agent_schema import EVENTS, AgentState, Hitl, TaskUpdate, VisualizationInteraction
 from storage.clickhouse import ClickHouse
 from storage.keys import agent_index_key, agent_state_key, live_channel
+from storage.valkey import publish_many
 from weftline.metrics import INSERT_ROWS, INSERT_SECONDS, STORE_FAILURES
 
 TABLE = "agent_events"
@@ -190,10 +191,17 @@ class AgentEventsHandler:
 
     async def after_store(self, rows: list[AgentEventRow]) -> None:
         now_ms = int(time.time() * 1000)
-        pipe = self.client.pipeline(transaction=False)
+        # The newest state per agent in this batch (the script keeps the newest anyway).
+        # Scripts run outside the pipeline: a Valkey cluster pipeline refuses EVALSHA.
+        newest: dict[tuple[int, str], AgentEventRow] = {}
         for r in rows:
             if r.type == "agent_state":
-                await self._set_state(
+                k = (r.project_id, r.agent_id)
+                if k not in newest or r.heartbeat_ms >= newest[k].heartbeat_ms:
+                    newest[k] = r
+        await asyncio.gather(
+            *(
+                self._set_state(
                     keys=[agent_state_key(r.project_id, r.agent_id), agent_index_key(r.project_id)],
                     args=[
                         r.heartbeat_ms,
@@ -204,10 +212,13 @@ class AgentEventsHandler:
                         now_ms,
                         self.state_ttl,
                     ],
-                    client=pipe,
                 )
-            pipe.publish(live_channel(r.project_id), live_message(r))
-        await pipe.execute()
+                for r in newest.values()
+            )
+        )
+        await publish_many(
+            self.client, [(live_channel(r.project_id), live_message(r)) for r in rows]
+        )
 
 
 def live_message(r: AgentEventRow) -> bytes:

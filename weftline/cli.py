@@ -134,7 +134,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     migrate(ch, log.info)
 
     async def main() -> None:
-        client = connect(url)
+        client = connect(url, cluster=settings.valkey_cluster)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

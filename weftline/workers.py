@@ -38,8 +38,12 @@ def build_consumers(
     opts = consumer_options(settings)
     out = []
     for h in handlers(settings, ch, client):
-        for n in range(settings.workers_per_stream):
-            out.append(StreamConsumer(client, h, f"{base}-{h.kind}-{n}", opts))
+        for shard in range(settings.stream_shards):
+            suffix = f"-s{shard}" if settings.stream_shards > 1 else ""
+            for n in range(settings.workers_per_stream):
+                out.append(
+                    StreamConsumer(client, h, f"{base}-{h.kind}{suffix}-{n}", opts, shard=shard)
+                )
     return out
 
 
