@@ -174,6 +174,7 @@ class ClickHouseConnect:
         database: str = "weftline",
         *,
         insert_settings: dict[str, Any] | None = None,
+        cluster: str | None = None,
         connect_timeout: int = 5,
         send_receive_timeout: int = 120,
         _client: Any = None,
@@ -198,12 +199,19 @@ class ClickHouseConnect:
         }
         self.database = database
         self.insert_settings = dict(insert_settings or {})
+        # On a cluster, migrations run ON CLUSTER (storage/migrate.py), and inserts into
+        # the Distributed tables reach the shards before the insert returns, so the
+        # dedup token and "stored" mean the same as on one server.
+        self.cluster = cluster
+        if cluster:
+            self.insert_settings.setdefault("distributed_foreground_insert", 1)
         self.native_fallbacks = 0
         self._client_obj = _client
         self._client_lock = threading.Lock()
         self._types: dict[str, dict[str, str]] = {}
         self._owner = _client is None
-        self.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        on_cluster = f" ON CLUSTER '{cluster}'" if cluster else ""
+        self.command(f"CREATE DATABASE IF NOT EXISTS {database}{on_cluster}")
 
     def _client(self) -> Any:
         with self._client_lock:
@@ -310,7 +318,11 @@ class ClickHouseConnect:
     def with_database(self, database: str) -> ClickHouseConnect:
         """The same client seen through another database (tests isolate by database)."""
         return ClickHouseConnect(
-            self.url, database, insert_settings=self.insert_settings, _client=self._client()
+            self.url,
+            database,
+            insert_settings=self.insert_settings,
+            cluster=self.cluster,
+            _client=self._client(),
         )
 
     def close(self) -> None:
@@ -325,9 +337,10 @@ def open_clickhouse(
     database: str,
     *,
     insert_settings: dict[str, Any] | None = None,
+    cluster: str | None = None,
 ) -> ClickHouse:
     """chDB in the data folder when `url` is None (embedded), else a ClickHouse server over
     HTTP (`CLICKHOUSE_URL`, e.g. http://user:password@clickhouse:8123)."""
     if url is None:
         return ChdbClickHouse(Path(data_dir) / "clickhouse", database)
-    return ClickHouseConnect(url, database, insert_settings=insert_settings)
+    return ClickHouseConnect(url, database, insert_settings=insert_settings, cluster=cluster)

@@ -73,6 +73,7 @@ def create_app(
                 settings.clickhouse_url,
                 settings.data_dir,
                 settings.clickhouse_database,
+                cluster=settings.clickhouse_cluster,
             )
             owned = True
         if runtime.ch is not None:
