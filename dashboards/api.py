@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from dashboards.timeline import build_timeline
 from ingest.auth import Projects, bearer_token
 from storage import queries
 from storage.clickhouse import ClickHouse, StorageError
@@ -85,7 +86,22 @@ class ReadApi:
             Route("/api/v1/agents", self.agents, methods=["GET"]),
             Route("/api/v1/agents/{agent_id}/events", self.agent_events, methods=["GET"]),
             Route("/api/v1/live", self.live, methods=["GET"]),
+            Route("/api/v1/sessions/{session_id}/timeline", self.timeline, methods=["GET"]),
         ]
+
+    async def timeline(self, request: Request) -> Response:
+        try:
+            project = authorize(request, self.projects)
+            if self.ch is None:
+                raise ApiError(503, "storage_unavailable", "this process has no ClickHouse")
+            t = await asyncio.to_thread(
+                build_timeline, self.ch, project.id, request.path_params["session_id"]
+            )
+        except ApiError as e:
+            return e.response()
+        except StorageError as e:
+            return ApiError(503, "storage_unavailable", str(e)).response()
+        return JSONResponse(t)
 
     async def agents(self, request: Request) -> Response:
         try:
@@ -151,6 +167,7 @@ class ReadApi:
             project = authorize(request, self.projects)
         except ApiError as e:
             return e.response()
+        session_id = request.query_params.get("session_id")
         pubsub = self.client.pubsub()
         await pubsub.subscribe(live_channel(project.id))
 
@@ -161,9 +178,12 @@ class ReadApi:
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None and msg.get("type") == "message":
-                        data = msg["data"]
-                        kind = orjson.loads(data).get("type", "message")
-                        yield b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+                        # One pub/sub message per stored batch: one SSE event per item.
+                        for item in orjson.loads(msg["data"]):
+                            if session_id is not None and item.get("session_id") != session_id:
+                                continue
+                            kind = str(item.get("type", "message")).encode()
+                            yield b"event: " + kind + b"\ndata: " + orjson.dumps(item) + b"\n\n"
                         last = time.monotonic()
                     elif time.monotonic() - last > SSE_KEEPALIVE_SECONDS:
                         yield b": keepalive\n\n"

@@ -242,6 +242,7 @@ class StreamConsumer:
             await self._retry(stop, "dead-letter", lambda: self._dead_letter(dead))
         if rows:
             token = f"{self.kind}:{good[0]}:{good[-1]}:{len(good)}"
+            _test_pause("before_insert")
             await self._retry(stop, "store", lambda: self.handler.store(rows, token))
             _test_pause("after_insert")
             await self._retry(stop, "after-store", lambda: self.handler.after_store(rows))

@@ -8,6 +8,7 @@ events.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -49,6 +50,21 @@ def parse_events_body(body: bytes, content_type: str) -> list[Any]:
         except orjson.JSONDecodeError as e:
             raise Rejected(400, "invalid_json", f"NDJSON line {n} is not valid JSON: {e}") from None
     return events
+
+
+def retention_problems(events: list[Any], retention_days: int) -> list[dict[str, Any]]:
+    """Events older than retention would be dropped by the table's TTL as they land:
+    say so now instead of accepting them."""
+    oldest = datetime.now(UTC) - timedelta(days=retention_days)
+    return [
+        {
+            "index": i,
+            "field": "ts",
+            "message": f"ts is older than the project's retention of {retention_days} days",
+        }
+        for i, ev in enumerate(events)
+        if ev.ts is not None and ev.ts < oldest
+    ]
 
 
 def make_route(edge: Edge):
@@ -97,6 +113,15 @@ def make_route(edge: Edge):
                     " nothing was accepted",
                     details=problems,
                 ) from None
+            too_old = retention_problems(events, project.retention_days)
+            if too_old:
+                raise Rejected(
+                    400,
+                    "invalid_events",
+                    f"{len(too_old)} events are older than the project's retention; "
+                    "nothing was accepted",
+                    details=too_old,
+                )
             payload = orjson.dumps([ev.model_dump(mode="json", exclude_none=True) for ev in events])
             first = events[0]
             entry_id = await edge.enqueue(

@@ -24,12 +24,32 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9:{}_.\-]{1,200}$")
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
 
 
-def engine_params(params: dict[str, Any] | None) -> dict[str, Any]:
-    """ClickHouse reads a bound parameter's value in its escaped text format (as the HTTP
-    interface's `param_x`), so a tab or backslash in a string must be escaped."""
-    return {
-        k: v.translate(_ESCAPES) if isinstance(v, str) else v for k, v in (params or {}).items()
-    }
+def _param_text(value: Any) -> Any:
+    """chDB takes parameter values as text, read like the HTTP interface's `param_x`: in
+    ClickHouse's escaped format, so a tab or backslash in a string is escaped; arrays
+    must be ClickHouse array literals (quoted and escaped here; the server parses them as
+    values, never as SQL)."""
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_literal(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
+    return value
+
+
+def _literal(v: Any) -> str:
+    if isinstance(v, str):
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return _param_text(v)
+    raise TypeError(f"unsupported array element {type(v).__name__}")
+
+
+def _params(params: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: _param_text(v) for k, v in (params or {}).items()}
 
 
 class StorageError(Exception):
@@ -91,14 +111,14 @@ class ChdbClickHouse:
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         with self._lock:
             try:
-                self._session.query(sql, "CSV", params=engine_params(params))
+                self._session.query(sql, "CSV", params=_params(params))
             except Exception as e:  # chDB raises its own error types
                 raise StorageError(str(e)) from e
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self._lock:
             try:
-                res = self._session.query(sql, "JSONEachRow", params=engine_params(params))
+                res = self._session.query(sql, "JSONEachRow", params=_params(params))
             except Exception as e:
                 raise StorageError(str(e)) from e
             data = res.bytes()

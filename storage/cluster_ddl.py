@@ -11,8 +11,11 @@ both created ON CLUSTER:
   `FINAL` stays exact per shard.
 
 Queries and inserts keep using `t`, so readers and writers need no change. `ALTER TABLE`
-statements are applied to both tables. Anything else a migration might hold is refused
-rather than guessed.
+statements are applied to both tables. A materialized view is created ON CLUSTER between
+the local tables (inserts land in `src_local` on each shard, and the view must fire
+there), so rollups aggregate per shard and queries merge the shards' states through the
+Distributed table. `INSERT … SELECT` backfills run once, as written, between Distributed
+tables. Anything else a migration might hold is refused rather than guessed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ ORDER_BY_RE = re.compile(
     r"\bORDER\s+BY\s+(?P<key>\(.*?\)|[^\s]+)\s*(?=$|PARTITION|PRIMARY|SAMPLE|TTL|SETTINGS)",
     re.I | re.S,
 )
+MV_RE = re.compile(
+    r"^\s*CREATE\s+MATERIALIZED\s+VIEW\s+(?P<ine>IF\s+NOT\s+EXISTS\s+)?(?P<db>\w+)\."
+    r"(?P<view>\w+)\s+TO\s+(?P=db)\.(?P<target>\w+)\s+AS\s+(?P<select>.*)$",
+    re.I | re.S,
+)
+INSERT_SELECT_RE = re.compile(r"^\s*INSERT\s+INTO\s+[\w.]+\s*(\([^)]*\))?\s*SELECT\b", re.I)
 DB_RE = re.compile(r"^\s*CREATE\s+DATABASE\s+(IF\s+NOT\s+EXISTS\s+)?(?P<db>\w+)\s*$", re.I)
 
 
@@ -77,6 +86,19 @@ def cluster_statements(stmt: str, cluster: str) -> list[str]:
             f"ENGINE = Distributed({_q(cluster)}, {_q(db)}, {_q(local)}, "
             f"sipHash64({key_args}))",
         ]
+    m = MV_RE.match(stmt)
+    if m:
+        db = m.group("db")
+        ine = "IF NOT EXISTS " if m.group("ine") else ""
+        # Every table a migration's view reads is a Weftline table of this database,
+        # so each has a local form.
+        select = re.sub(rf"\b{re.escape(db)}\.(\w+)\b", rf"{db}.\1_local", m.group("select"))
+        return [
+            f"CREATE MATERIALIZED VIEW {ine}{db}.{m.group('view')} {on} "
+            f"TO {db}.{m.group('target')}_local AS {select}"
+        ]
+    if INSERT_SELECT_RE.match(stmt):
+        return [stmt]
     m = ALTER_RE.match(stmt)
     if m:
         db, table, rest = m.group("db"), m.group("table"), m.group("rest")

@@ -56,3 +56,29 @@ def agent_index_key(project_id: int) -> str:
 
 def live_channel(project_id: int) -> str:
     return f"wl:live:{project_id}"
+
+
+def replay_active_key() -> str:
+    """Sorted set: `project:session` → last time a batch of it was stored (ms)."""
+    return "wl:replay:active"
+
+
+def replay_ender_lock() -> str:
+    return "wl:replay:ender-lock"
+
+
+# The alert loop's keys share one hash tag, so its scripts never cross cluster slots.
+def alert_leader_key() -> str:
+    return "wl:{alerts}:leader"
+
+
+def alert_state_key() -> str:
+    return "wl:{alerts}:state"
+
+
+def alert_groups_key() -> str:
+    return "wl:{alerts}:groups"
+
+
+def alert_counters_stream() -> str:
+    return "wl:{alerts}:counters"

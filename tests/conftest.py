@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from server_fixtures import any_ch, ch_http_server, chs, use_http_clickhouse  # noqa: F401, I001
 
 from storage.clickhouse import ChdbClickHouse
 from storage.migrate import migrate
+from tests.server_fixtures import any_ch, ch_http_server, chs, use_http_clickhouse  # noqa: F401, I001
 from weftline.config import ProjectConfig, Settings
 from weftline.embedded import EmbeddedValkey, free_port
 

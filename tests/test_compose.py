@@ -9,8 +9,8 @@ import re
 import string
 
 import yaml
-from conftest import REPO
 
+from tests.conftest import REPO
 from weftline.cli import build_parser
 from weftline.config import Settings
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO, wait_for, weftline_cmd, weftline_env
 
 from storage.clickhouse import ClickHouseConnect
 from storage.keys import GROUP, in_stream
 from storage.queries import count_agent_events
+from tests.conftest import REPO, wait_for, weftline_cmd, weftline_env
 
 
 def events(n: int, tag: str) -> list[dict]:

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from conftest import wait_for
 
 from storage.keys import GROUP, dlq_stream, in_stream, in_streams, shard_for
 from storage.queries import count_agent_events
+from tests.conftest import wait_for
 from weftline.embedded import EmbeddedValkey, free_port
 
 SHARDS = 6
@@ -170,7 +170,8 @@ def test_pipeline_on_a_cluster_is_exact(vcluster, settings, serve, ch, http):
         assert ready["status"] == "ready", ready
         # Now the workers (one consumer per shard) drain every shard.
         workers = serve(settings, vcluster.url, run_workers=True, ch=ch)
-        assert len(workers.runtime.consumers) == SHARDS
+        agent_consumers = [c for c in workers.runtime.consumers if c.kind == "agent"]
+        assert sorted(c.shard for c in agent_consumers) == list(range(SHARDS))
         wait_for(lambda: count_agent_events(ch) == sent, timeout=30, interval=0.2)
         wait_for(lambda: sum(c.xlen(s) for s in in_streams("agent", SHARDS)) == 0, timeout=15)
         assert c.xlen(dlq_stream("agent", 4)) == 1

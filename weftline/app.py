@@ -11,19 +11,25 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from dashboards.alerting.evaluator import AlertLoop
+from dashboards.alerting.rules import RULES_DIR, load_rules
 from dashboards.api import ReadApi
+from dashboards.sessions_api import SessionsApi
+from dashboards.traces_api import TracesApi
+from dashboards.ui import Ui
 from enrich.stream_consumer import StreamConsumer
-from ingest import agent_events
+from ingest import agent_events, otlp
 from ingest.auth import Projects
 from ingest.edge import Edge
+from ingest.openreplay import OpenReplayIngest
 from storage.clickhouse import ClickHouse, open_clickhouse
 from storage.keys import KINDS, in_streams
 from storage.migrate import migrate
 from storage.valkey import StreamProducer, connect, ensure_group
-from weftline.config import Settings
+from weftline.config import Settings, ensure_replay_secret
 from weftline.openapi import openapi_document
 from weftline.ops import Ops
 from weftline.workers import build_consumers, run_consumers
@@ -39,6 +45,7 @@ class Runtime:
     client: aioredis.Redis
     ch: ClickHouse | None
     consumers: list[StreamConsumer] = field(default_factory=list)
+    alerts: AlertLoop | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -59,7 +66,11 @@ def create_app(
         settings, projects, StreamProducer(client, waitaof=settings.durability == "waitaof")
     )
     read_api = ReadApi(projects, client, ch)
+    ui = Ui(projects, ch)
+    sessions_api = SessionsApi(projects, ch)
+    replay = OpenReplayIngest(edge, ensure_replay_secret(settings))
     ops = Ops(settings, client, ch)
+    traces_api = TracesApi(projects, lambda: runtime.ch)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
@@ -79,6 +90,8 @@ def create_app(
         if runtime.ch is not None:
             await asyncio.to_thread(migrate, runtime.ch, log.info)
             read_api.ch = runtime.ch
+            ui.ch = runtime.ch
+            sessions_api.ch = runtime.ch
             ops.ch = runtime.ch
         for kind in KINDS:
             for stream in in_streams(kind, settings.stream_shards):
@@ -88,10 +101,19 @@ def create_app(
         if run_workers and runtime.ch is not None:
             runtime.consumers = build_consumers(settings, runtime.ch, client)
             task = asyncio.create_task(run_consumers(runtime.consumers, runtime.stop))
+        alerts_task = None
+        if settings.alerts_enabled:
+            rules = load_rules(settings.alerts_rules_dir or RULES_DIR)
+            runtime.alerts = AlertLoop(settings, rules, runtime.ch, client)
+            alerts_task = asyncio.create_task(runtime.alerts.run(runtime.stop))
         try:
             yield
         finally:
             runtime.stop.set()
+            if alerts_task is not None:
+                # asyncio.wait, not wait_for: a loop cancelled by Ctrl-C must not cut
+                # the rest of the shutdown short.
+                await asyncio.wait({alerts_task}, timeout=10)
             if task is not None:
                 try:
                     await asyncio.wait_for(task, timeout=30)
@@ -108,6 +130,12 @@ def create_app(
         Route("/api/v1/openapi.json", openapi, methods=["GET"]),
         Route("/api/v1/events", agent_events.make_route(edge), methods=["POST", "OPTIONS"]),
         *read_api.routes(),
+        Route("/ui", lambda request: RedirectResponse("/ui/"), methods=["GET"]),
+        *ui.routes(),
+        *sessions_api.routes(),
+        *replay.routes(),
+        *otlp.routes(edge),
+        *traces_api.routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = runtime

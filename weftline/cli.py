@@ -43,6 +43,8 @@ def _banner(settings: Settings, mode: str) -> str:
             f"    ingest key   {p.public_key}",
             f"    query token  {p.query_token}",
             f"    agent events POST {url}/api/v1/events  (header X-Weftline-Key)",
+            f"    OTLP/HTTP    OTEL_EXPORTER_OTLP_ENDPOINT={url}"
+            f"  OTEL_EXPORTER_OTLP_HEADERS=x-weftline-key={p.public_key}",
         ]
     lines.append(f"  data folder  {Path(settings.data_dir).resolve()}")
     lines.append("  Ctrl-C stops everything.")
@@ -50,7 +52,16 @@ def _banner(settings: Settings, mode: str) -> str:
 
 
 def _serve(app, settings: Settings, on_started=None) -> None:
+    import contextlib
+
     import uvicorn
+
+    class Server(uvicorn.Server):
+        # Signals are ours: uvicorn would re-raise them after shutdown, turning a clean
+        # Ctrl-C into a KeyboardInterrupt and a SIGTERM into a kill before Valkey stops.
+        @contextlib.contextmanager
+        def capture_signals(self):
+            yield
 
     config = uvicorn.Config(
         app,
@@ -58,14 +69,20 @@ def _serve(app, settings: Settings, on_started=None) -> None:
         port=settings.port,
         log_level="warning",
         access_log=False,
-        loop="auto",
-        http="auto",
         lifespan="on",
         timeout_graceful_shutdown=30,
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
+
+    def on_signal() -> None:
+        if server.should_exit:  # a second Ctrl-C: stop now
+            server.force_exit = True
+        server.should_exit = True
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
         serve = asyncio.create_task(server.serve())
         while not server.started and not serve.done():
             await asyncio.sleep(0.05)
@@ -199,6 +216,117 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grafana(args: argparse.Namespace) -> int:
+    from dashboards.grafana_build import GRAFANA_DIR, write_files
+
+    if args.action == "build":
+        out = Path(args.out) if args.out else GRAFANA_DIR
+        written = write_files(out)
+        print(f"{len(written)} files written under {out}" if written else "up to date")
+        return 0
+    return _grafana_check(args)
+
+
+def _grafana_check(args: argparse.Namespace) -> int:
+    from dashboards.grafana_check import (
+        exposed_series_names,
+        load_dashboards,
+        prometheus_problems,
+        run_dashboard,
+        structure_problems,
+    )
+    from dashboards.grafana_macros import TimeRange, Variable
+    from storage.clickhouse import open_clickhouse
+
+    settings = _settings(args)
+    dashboards = load_dashboards()
+    problems = structure_problems(dashboards) + prometheus_problems(
+        dashboards, exposed_series_names()
+    )
+    ch = open_clickhouse(settings.clickhouse_url, settings.data_dir, settings.clickhouse_database)
+    try:
+        rng = TimeRange.last(args.hours * 3600)
+        for d in dashboards:
+            for r in run_dashboard(d, ch, rng, {"db": Variable([ch.database])}):
+                status = f"ERROR {r.error}" if r.error else f"{len(r.rows)} rows"
+                print(f"{d['uid']:<20} {r.title[:50]:<50} {status}")
+                if r.error:
+                    problems.append(f"{d['uid']}/{r.title}: {r.error}")
+    finally:
+        ch.close()
+    for p in problems:
+        print(f"problem: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from dashboards.alerting import grafana
+    from dashboards.alerting.rules import RULES_DIR, load_rules, migrated_tables
+
+    settings = _settings(args)
+    rules = load_rules(Path(args.rules) if args.rules else settings.alerts_rules_dir or RULES_DIR)
+    if args.action == "check":
+        tables = migrated_tables()
+        bad = 0
+        for r in rules:
+            missing = [t for t in r.tables if t not in tables]
+            note = ""
+            if missing:
+                note = f"  (waits for tables: {', '.join(missing)})"
+                if not r.optional:
+                    note = f"  ERROR: tables not created by any migration: {', '.join(missing)}"
+                    bad += 1
+            source = f"sql on {', '.join(r.tables)}" if r.sql else f"metric {r.metric}"
+            print(f"{r.name:<26} {r.severity:<8} {source}{note}")
+        print(f"{len(rules)} rules, {bad} problems")
+        return 1 if bad else 0
+    if args.action == "compile":
+        if args.out == "-":
+            print(grafana.render(rules, settings), end="")
+        else:
+            out = Path(args.out) if args.out else grafana.ALERTING_FILE
+            path = grafana.write(rules, settings, out)
+            _, left_out = grafana.compile_rules(rules, settings)
+            print(f"wrote {path}")
+            if left_out:
+                print(f"left out (tables not migrated yet): {', '.join(left_out)}")
+        return 0
+    return asyncio.run(_alerts_evaluate(settings, rules))
+
+
+async def _alerts_evaluate(settings: Settings, rules) -> int:
+    """Evaluate every rule once and print the result; changes no state, sends nothing."""
+    import time as _time
+
+    from dashboards.alerting.evaluator import AlertLoop
+    from storage.clickhouse import open_clickhouse
+    from storage.valkey import connect
+
+    ch = open_clickhouse(settings.clickhouse_url, settings.data_dir, settings.clickhouse_database)
+    client = connect(settings.valkey_url) if settings.valkey_url else None
+    try:
+        loop = AlertLoop(settings, rules, ch, client or connect("redis://127.0.0.1:1"))
+        tables = await loop.existing_tables()
+        now = _time.time()
+        for rule in rules:
+            if rule.metric and client is None:
+                print(f"{rule.name:<26} skipped: named metrics need VALKEY_URL")
+                continue
+            out = await loop.evaluate_rule(rule, now, tables)
+            if out.status == "ok":
+                line = f"{len(out.samples)} series, {len(out.breaching)} over threshold"
+                for labels, value in out.breaching[:5]:
+                    line += f"\n    {value:.4g} {labels}"
+            else:
+                line = f"{out.status}: {out.error or out.detail}"
+            print(f"{rule.name:<26} {line}")
+    finally:
+        if client is not None:
+            await client.aclose()
+        ch.close()
+    return 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"weftline {__version__}")
     return 0
@@ -257,6 +385,31 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, http=False)
     p.add_argument("sql")
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser(
+        "grafana",
+        help="build or check the Grafana provisioning (dashboards/grafana)",
+        description="build: regenerate datasource, provider and dashboard JSON. check: "
+        "validate the dashboards and run every panel query on the configured ClickHouse.",
+    )
+    p.add_argument("action", choices=["build", "check"])
+    p.add_argument("--out", help="build: output folder (default: dashboards/grafana)")
+    p.add_argument("--hours", type=float, default=6, help="check: time range (default 6)")
+    _common(p, http=False)
+    p.set_defaults(func=cmd_grafana)
+
+    p = sub.add_parser(
+        "alerts",
+        help="check, compile to Grafana, or evaluate the alert rules once",
+        description="check: validate the rule files. compile: write Grafana alerting "
+        "provisioning. evaluate-once: run every rule now and print what breaches its "
+        "threshold (no state change, no notification).",
+    )
+    p.add_argument("action", choices=["check", "compile", "evaluate-once"])
+    p.add_argument("--rules", help="folder of rule files (default: bundled rules)")
+    p.add_argument("--out", help="compile: output file, or - for stdout")
+    _common(p, http=False)
+    p.set_defaults(func=cmd_alerts)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

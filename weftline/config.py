@@ -47,6 +47,45 @@ class StreamBudget(BaseModel):
     otlp: int = 200_000
 
 
+class OpenReplaySettings(BaseModel):
+    """The OpenReplay tracker's ingest (`ingestPoint` = http://HOST:PORT/ingest)."""
+
+    # Signs session tokens (HMAC-SHA256). Unset: generated once and kept in the data
+    # folder (`replay-token-secret`); in server mode give every API process the same one.
+    token_secret: str | None = Field(default=None, min_length=16)
+    # A token (and so a session) lives this long after the session starts; a batch with
+    # an older token gets 401 and the tracker starts a new session.
+    session_max_seconds: int = Field(default=4 * 3600, ge=1)
+    # A session with no batch for this long is closed by the session ender.
+    session_inactivity_seconds: int = Field(default=150, ge=1)
+    ender_interval_seconds: float = Field(default=15.0, gt=0)
+    # 2 = split streams (player/assets/devtools/analytics) and the first DOM snapshot is
+    # sent right after start; 1 = one stream, sent every 30 s or on flush.
+    protocol_version: Literal[1, 2] = 2
+    compression_threshold: int = Field(default=20_000, ge=0)
+    beacon_size_limit: int = Field(default=1_000_000, ge=10_000)
+    # Bound on one batch after gunzip (the tracker's largest is ~beacon_size_limit).
+    max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=10_000)
+    # Network request/response bodies are kept up to this many characters.
+    max_body_chars: int = Field(default=4096, ge=0)
+
+
+class WebhookConfig(BaseModel):
+    """A receiver of the alert loop's notifications."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    url: str = Field(pattern=r"^https?://")
+    format: Literal["generic", "alertmanager", "alertmanager_api", "slack"] = Field(
+        default="generic",
+        description="generic JSON; alertmanager = Alertmanager's webhook payload (version 4); "
+        "alertmanager_api = POST alerts to an Alertmanager's /api/v2/alerts; slack = {text}",
+    )
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WEFTLINE_", env_nested_delimiter="__")
 
@@ -83,13 +122,26 @@ class Settings(BaseSettings):
     retry_after_seconds: int = 5
 
     batch_size: int = 2000
-    batch_max_age_ms: int = 200
+    batch_max_age_ms: int = 100
     claim_idle_ms: int = 30_000
     max_deliveries: int = 5
     workers_per_stream: int = 1
     agent_state_ttl_seconds: int = 7 * 24 * 3600
 
+    openreplay: OpenReplaySettings = Field(default_factory=OpenReplaySettings)
+
     projects: list[ProjectConfig] = Field(default_factory=list)
+
+    # Alert loop (dashboards/alerting): one leader among all processes notifies.
+    alerts_enabled: bool = True
+    alerts_rules_dir: Path | None = Field(
+        default=None, description="folder of rule YAML files; default: the bundled rules"
+    )
+    alerts_interval_seconds: float = Field(default=15.0, gt=0)
+    alerts_lock_ttl_ms: int = Field(default=30_000, ge=1000)
+    alerts_group_by: list[str] = Field(default_factory=lambda: ["alertname", "project"])
+    alerts_repeat_interval_seconds: float = Field(default=4 * 3600, gt=0)
+    alert_webhooks: list[WebhookConfig] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -155,3 +207,23 @@ def ensure_demo_project(settings: Settings) -> ProjectConfig | None:
         )
     settings.projects = [project]
     return project
+
+
+REPLAY_SECRET_FILE = "replay-token-secret"
+
+
+def ensure_replay_secret(settings: Settings) -> str:
+    """The session-token secret: configured, or made once and kept in the data folder so
+    tokens stay valid across restarts (like the demo project's keys)."""
+    if settings.openreplay.token_secret:
+        return settings.openreplay.token_secret
+    path = Path(settings.data_dir) / REPLAY_SECRET_FILE
+    if path.exists():
+        secret = path.read_text().strip()
+    else:
+        secret = secrets.token_urlsafe(32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secret + "\n")
+    settings.openreplay.token_secret = secret
+    return secret

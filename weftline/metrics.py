@@ -85,3 +85,48 @@ DLQ_LENGTH = Gauge(
     ["kind"],
     registry=REGISTRY,
 )
+REPLAY_SESSIONS_STARTED = Counter(
+    "weftline_replay_sessions_started",
+    "OpenReplay tracker starts answered, new sessions or continued ones",
+    ["mode"],
+    registry=REGISTRY,
+)
+REPLAY_MESSAGES = Counter(
+    "weftline_replay_messages_decoded",
+    "Tracker messages decoded by the replay worker",
+    registry=REGISTRY,
+)
+REPLAY_SESSIONS_ENDED = Counter(
+    "weftline_replay_sessions_ended",
+    "Sessions closed by the session ender after inactivity",
+    registry=REGISTRY,
+)
+ALERT_EVALUATIONS = Counter(
+    "weftline_alert_evaluations",
+    "Alert rule evaluations by outcome (ok, error, skipped: its tables do not exist)",
+    ["rule", "outcome"],
+    registry=REGISTRY,
+)
+ALERT_NOTIFICATIONS = Counter(
+    "weftline_alert_notifications",
+    "Webhook notifications sent by the alert loop, by receiver and outcome",
+    ["receiver", "outcome"],
+    registry=REGISTRY,
+)
+ALERTS_FIRING = Gauge(
+    "weftline_alerts_firing",
+    "Alert instances firing, per rule (as seen by the leader)",
+    ["rule"],
+    registry=REGISTRY,
+)
+ALERT_LEADER = Gauge(
+    "weftline_alert_leader",
+    "1 while this process holds the alert loop's leader lock",
+    registry=REGISTRY,
+)
+OTLP_REJECTED_RECORDS = Counter(
+    "weftline_otlp_rejected_records",
+    "OTLP spans, log records and metric data points answered in partial_success, by reason",
+    ["signal", "reason"],
+    registry=REGISTRY,
+)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from dashboards.traces_api import openapi_paths as traces_paths
 from ingest.agent_schema import EVENTS, Problem
 from weftline import __version__
 
@@ -44,6 +45,7 @@ def openapi_document() -> dict[str, Any]:
                 "queryToken": {"type": "http", "scheme": "bearer"},
                 "ingestKey": {"type": "apiKey", "in": "header", "name": "X-Weftline-Key"},
                 "ingestKeyQuery": {"type": "apiKey", "in": "query", "name": "key"},
+                "bearerIngestKey": {"type": "http", "scheme": "bearer"},
             },
             "schemas": {
                 **defs,
@@ -64,6 +66,7 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "paths": {
+            **traces_paths(),
             "/api/v1/events": {
                 "post": {
                     "summary": "Send agent, task, HITL and React Flow canvas events",
@@ -145,6 +148,52 @@ def openapi_document() -> dict[str, Any]:
                     "security": token,
                     "parameters": [project_param],
                     "responses": {"200": {"description": "text/event-stream"}},
+                }
+            },
+            "/api/v1/sessions": {
+                "get": {
+                    "summary": "OpenReplay sessions that started in [from, to], newest first",
+                    "security": token,
+                    "parameters": [
+                        project_param,
+                        *time_params,
+                        {"name": "user_id", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
+                    ],
+                    "responses": {
+                        "200": {"description": "sessions with their totals"},
+                        "401": _error("no token"),
+                        "403": _error("another project"),
+                    },
+                }
+            },
+            "/api/v1/sessions/{session_id}": {
+                "get": {
+                    "summary": "One session and its timeline (items in time order)",
+                    "security": token,
+                    "parameters": [
+                        {
+                            "name": "session_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        project_param,
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 50000},
+                        },
+                    ],
+                    "responses": {
+                        "200": {"description": "session and timeline"},
+                        "401": _error("no token"),
+                        "404": _error("no such session in this project"),
+                    },
                 }
             },
             "/healthz": {

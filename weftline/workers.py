@@ -9,6 +9,8 @@ import socket
 import redis.asyncio as aioredis
 
 from enrich.agent_events import AgentEventsHandler
+from enrich.openreplay import OpenReplayHandler
+from enrich.otlp import OtlpHandler
 from enrich.stream_consumer import ConsumerOptions, Handler, StreamConsumer
 from storage.clickhouse import ClickHouse
 from weftline.config import Settings
@@ -19,7 +21,11 @@ def handlers(settings: Settings, ch: ClickHouse, client: aioredis.Redis) -> list
         p = settings.project_by_id(project_id)
         return p.retention_days if p else 30
 
-    return [AgentEventsHandler(ch, client, retention_of, settings.agent_state_ttl_seconds)]
+    return [
+        AgentEventsHandler(ch, client, retention_of, settings.agent_state_ttl_seconds),
+        OpenReplayHandler(ch, client, retention_of, settings.openreplay),
+        OtlpHandler(ch, retention_of),
+    ]
 
 
 def consumer_options(settings: Settings) -> ConsumerOptions:
@@ -48,4 +54,10 @@ def build_consumers(
 
 
 async def run_consumers(consumers: list[StreamConsumer], stop: asyncio.Event) -> None:
-    await asyncio.gather(*(c.run(stop) for c in consumers))
+    # A handler may have a periodic job (e.g. closing idle sessions): one per handler.
+    # (Several consumers share a handler when streams are sharded or workers_per_stream > 1.)
+    jobs = {}
+    for c in consumers:
+        if hasattr(c.handler, "background") and id(c.handler) not in jobs:
+            jobs[id(c.handler)] = c.handler.background(stop)
+    await asyncio.gather(*(c.run(stop) for c in consumers), *jobs.values())

@@ -1,0 +1,143 @@
+"""Read API for OpenReplay sessions (query token as `Authorization: Bearer`).
+
+GET /api/v1/sessions?project_id=&from=&to=&user_id=&limit=
+GET /api/v1/sessions/{session_id}?project_id=&limit=   → the session and its timeline
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from dashboards.api import ApiError, authorize, parse_limit, parse_time
+from ingest.auth import Projects
+from storage import replay_queries
+from storage.clickhouse import ClickHouse, StorageError
+
+# Timeline item fields kept only when they hold something.
+_OPTIONAL = (
+    "name",
+    "selector",
+    "url",
+    "method",
+    "status",
+    "duration_ms",
+    "value",
+    "request_headers",
+    "response_headers",
+    "request_body",
+    "response_body",
+    "request_size",
+    "response_size",
+    "trace_id",
+    "span_id",
+    "stack",
+)
+_NUMERIC = ("status", "request_size", "response_size", "duration_ms", "x", "y")
+
+
+def timeline_item(row: dict[str, Any]) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "ts": row["ts"].replace(" ", "T") + "Z",
+        "kind": row["kind"],
+        "id": row["event_uid"],
+        "page_no": row["page_no"],
+        "tab_id": row["tab_id"],
+        "page_url": row["page_url"],
+    }
+    for k in _NUMERIC:
+        if k in row and isinstance(row[k], str):
+            row[k] = float(row[k]) if "." in row[k] else int(row[k])
+    for k in _OPTIONAL:
+        v = row.get(k)
+        if v not in (None, "", 0, {}):
+            item[k] = v
+    if row["kind"] == "click" or row["kind"] == "viewport":
+        item["x"], item["y"] = row["x"], row["y"]
+    if row.get("stack"):
+        item["stack"] = _maybe_json(row["stack"])
+    if row.get("details"):
+        item["details"] = _maybe_json(row["details"])
+    return item
+
+
+def _maybe_json(s: str) -> Any:
+    try:
+        return orjson.loads(s)
+    except orjson.JSONDecodeError:
+        return s
+
+
+def session_view(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for k in ("started_at", "last_event_at"):
+        if isinstance(out.get(k), str):
+            out[k] = out[k].replace(" ", "T") + "Z"
+    for k in ("duration_ms", "pages_count", "events_count", "errors_count"):
+        if k in out:
+            out[k] = int(out[k])
+    out["ended"] = bool(out.get("ended"))
+    return out
+
+
+class SessionsApi:
+    def __init__(self, projects: Projects, ch: ClickHouse | None) -> None:
+        self.projects = projects
+        self.ch = ch
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/v1/sessions", self.list, methods=["GET"]),
+            Route("/api/v1/sessions/{session_id}", self.detail, methods=["GET"]),
+        ]
+
+    def _ch(self) -> ClickHouse:
+        if self.ch is None:
+            raise ApiError(503, "storage_unavailable", "this process has no ClickHouse")
+        return self.ch
+
+    async def list(self, request: Request) -> Response:
+        try:
+            project = authorize(request, self.projects)
+            q = request.query_params
+            start = parse_time(q.get("from"), "from")
+            end = parse_time(q.get("to"), "to")
+            limit = parse_limit(q.get("limit"), default=50, maximum=1000)
+            user_id = q.get("user_id")
+            rows = await asyncio.to_thread(
+                replay_queries.list_sessions, self._ch(), project.id, start, end, user_id, limit
+            )
+        except ApiError as e:
+            return e.response()
+        except StorageError as e:
+            return ApiError(503, "storage_unavailable", str(e)).response()
+        return JSONResponse({"project_id": project.id, "sessions": [session_view(r) for r in rows]})
+
+    async def detail(self, request: Request) -> Response:
+        sid = request.path_params["session_id"]
+        try:
+            project = authorize(request, self.projects)
+            if not sid.isdigit() or len(sid) > 40:
+                raise ApiError(404, "not_found", "no such session")
+            limit = parse_limit(request.query_params.get("limit"), default=5000, maximum=50_000)
+            ch = self._ch()
+            session = await asyncio.to_thread(replay_queries.get_session, ch, project.id, sid)
+            if session is None:
+                raise ApiError(404, "not_found", f"no session {sid} in project {project.id}")
+            rows = await asyncio.to_thread(replay_queries.timeline, ch, project.id, sid, limit)
+        except ApiError as e:
+            return e.response()
+        except StorageError as e:
+            return ApiError(503, "storage_unavailable", str(e)).response()
+        return JSONResponse(
+            {
+                "project_id": project.id,
+                "session": session_view(session),
+                "timeline": [timeline_item(r) for r in rows],
+            }
+        )

@@ -1,0 +1,190 @@
+"""One session as one timeline: every signal's items in time order, each with the reason
+it belongs to the session."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from storage import timeline_queries as q
+from storage.clickhouse import ClickHouse
+
+
+@dataclass
+class Item:
+    ts: str
+    kind: str  # agent | span | click | network | error | page | log
+    source: str  # agent | otlp | sentry | replay
+    title: str
+    reason: str
+    severity: str = "info"  # info | warning | error
+    detail: dict[str, Any] = field(default_factory=dict)
+    ref: dict[str, str] = field(default_factory=dict)
+
+
+def _ts(value: str) -> str:
+    """Timestamps from ClickHouse as 'YYYY-MM-DD HH:MM:SS.fff…' → ISO 8601 with ms, UTC."""
+    head, _, frac = value.partition(".")
+    return f"{head.replace(' ', 'T')}.{(frac + '000')[:3]}Z"
+
+
+def _agent_title(e: dict[str, Any]) -> str:
+    t = e["type"]
+    if t == "agent_state":
+        task = f" on {e['current_task']}" if e["current_task"] else ""
+        return f"agent {e['agent_id']} is {e['status']}{task}"
+    if t == "task_update":
+        return f"task {e['task_id']} {e['status']} ({e['agent_id']})"
+    if t == "visualization_interaction":
+        target = e["node_id"] or (
+            f"{e['edge_source']}→{e['edge_target']}" if e["edge_source"] else "canvas"
+        )
+        return f"canvas {e['action'].replace('_', ' ')}: {target}"
+    if t == "hitl":
+        return f"human-in-the-loop {e['hitl_kind']} {e['status']}"
+    return t
+
+
+def agent_items(rows: list[dict[str, Any]], session_id: str) -> list[Item]:
+    items = []
+    for e in rows:
+        reason = "session_id field" if e["session_id"] == session_id else f"trace {e['trace_id']}"
+        failed = e["status"] in ("error", "failed")
+        items.append(
+            Item(
+                ts=_ts(e["ts"]),
+                kind="agent",
+                source="agent",
+                title=_agent_title(e),
+                reason=reason,
+                severity="error" if failed else "info",
+                detail={k: v for k, v in e.items() if v not in ("", None, 0)},
+                ref={"agent_id": e["agent_id"], "trace_id": e["trace_id"]},
+            )
+        )
+    return items
+
+
+def span_items(rows: list[dict[str, Any]], trace_reasons: dict[str, str]) -> list[Item]:
+    items = []
+    for s in rows:
+        ms = s["duration_ns"] / 1e6
+        items.append(
+            Item(
+                ts=_ts(s["start_time"]),
+                kind="span",
+                source=s["source"],
+                title=f"{s['service_name'] or 'span'}: {s['name']} ({ms:.1f} ms)",
+                reason=f"trace {s['trace_id']}: {trace_reasons.get(s['trace_id'], 'linked')}",
+                severity="error" if s["status_code"] == "error" else "info",
+                detail={
+                    "kind": s["kind"],
+                    "status": s["status_code"],
+                    "status_message": s["status_message"],
+                    "duration_ms": round(ms, 3),
+                    "attributes": s["attributes"],
+                },
+                ref={
+                    "trace_id": s["trace_id"],
+                    "span_id": s["span_id"],
+                    "parent_span_id": s["parent_span_id"],
+                },
+            )
+        )
+    return items
+
+
+REPLAY_KINDS = {"exception": "error", "console": "log", "custom": "agent"}
+
+
+def _replay_title(e: dict[str, Any]) -> str:
+    k = e["kind"]
+    if k == "click":
+        return f"click {e.get('name') or e.get('selector') or ''}".strip()
+    if k == "network":
+        return f"{e.get('method') or 'GET'} {e.get('url')} → {e.get('status')}"
+    if k == "page":
+        return f"page {e.get('page_url') or e.get('url')}"
+    if k == "exception":
+        return f"{e.get('name') or 'Error'}: {e.get('value')}"
+    if k == "input":
+        return f"input {e.get('selector') or e.get('name') or ''}".strip()
+    return f"{k} {e.get('name') or ''} {e.get('value') or ''}".strip()
+
+
+def replay_items(rows: list[dict[str, Any]]) -> list[Item]:
+    items = []
+    for e in rows:
+        kind = REPLAY_KINDS.get(e["kind"], e["kind"])
+        status = e.get("status") or 0
+        bad = e["kind"] == "exception" or (
+            e["kind"] == "network" and str(status).isdigit() and int(status) >= 500
+        )
+        items.append(
+            Item(
+                ts=_ts(e["ts"]),
+                kind=kind,
+                source="replay",
+                title=_replay_title(e),
+                reason="OpenReplay tracker session",
+                severity="error" if bad else "info",
+                detail={k: v for k, v in e.items() if v not in ("", None, 0, {}, "0")},
+                ref={"trace_id": e.get("trace_id") or "", "event_uid": e["event_uid"]},
+            )
+        )
+    return items
+
+
+def build_timeline(ch: ClickHouse, project_id: int, session_id: str) -> dict[str, Any]:
+    traces = q.session_traces(ch, project_id, session_id)
+    replay_rows = q.replay_events_for(ch, project_id, session_id)
+    for e in replay_rows:  # the app's traceparent, seen by the tracker on a fetch
+        if e.get("trace_id") and e["trace_id"] not in traces:
+            traces[e["trace_id"]] = "traceparent header of a tracker network request"
+    agent_rows = q.agent_events_for(ch, project_id, session_id, list(traces))
+    for e in agent_rows:  # an agent event may tie in a trace of its own
+        if e["session_id"] == session_id and e["trace_id"] and e["trace_id"] not in traces:
+            traces[e["trace_id"]] = "agent event with session_id and trace_id"
+    items = agent_items(agent_rows, session_id) + replay_items(replay_rows)
+    items += span_items(q.spans_for(ch, project_id, list(traces)), traces)
+    items.sort(key=lambda i: i.ts)
+    return {
+        "session_id": session_id,
+        "project_id": project_id,
+        "traces": [{"trace_id": t, "reason": r} for t, r in traces.items()],
+        "items": [asdict(i) for i in items],
+    }
+
+
+def waterfall(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Spans of one trace as rows with depth, offset and width (percent of the trace)."""
+    if not spans:
+        return []
+
+    def start_ns(s: dict[str, Any]) -> int:
+        dt = datetime.fromisoformat(s["ts"].rstrip("Z"))
+        return int(dt.timestamp() * 1e9)
+
+    by_id = {s["ref"]["span_id"]: s for s in spans}
+    t0 = min(start_ns(s) for s in spans)
+    t1 = max(start_ns(s) + int(s["detail"]["duration_ms"] * 1e6) for s in spans)
+    total = max(1, t1 - t0)
+
+    def depth(s: dict[str, Any]) -> int:
+        d, seen = 0, set()
+        while s["ref"]["parent_span_id"] in by_id and s["ref"]["span_id"] not in seen:
+            seen.add(s["ref"]["span_id"])
+            s = by_id[s["ref"]["parent_span_id"]]
+            d += 1
+        return d
+
+    return [
+        {
+            **s,
+            "depth": depth(s),
+            "offset_pct": round((start_ns(s) - t0) / total * 100, 2),
+            "width_pct": max(0.5, round(s["detail"]["duration_ms"] * 1e6 / total * 100, 2)),
+        }
+        for s in spans
+    ]

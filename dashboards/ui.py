@@ -1,0 +1,106 @@
+"""Server-rendered debugging view under /ui/ (Jinja2). Login by query token into a cookie;
+nothing is shown without it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from dashboards.timeline import build_timeline, waterfall
+from ingest.auth import Projects
+from storage import timeline_queries
+from storage.clickhouse import ClickHouse
+from weftline.config import ProjectConfig
+
+COOKIE = "weftline_token"
+ICONS = {
+    "agent": "🤖",
+    "span": "⏱",
+    "click": "🖱",
+    "network": "🌐",
+    "error": "⚠",
+    "page": "📄",
+    "log": "📝",
+}
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+class Ui:
+    def __init__(self, projects: Projects, ch: ClickHouse | None) -> None:
+        self.projects = projects
+        self.ch = ch
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/ui/login", self.login, methods=["GET", "POST"]),
+            Route("/ui/logout", self.logout, methods=["GET"]),
+            Route("/ui/", self.sessions, methods=["GET"]),
+            Route("/ui/sessions/{session_id}", self.session, methods=["GET"]),
+        ]
+
+    def _project(self, request: Request) -> ProjectConfig | None:
+        return self.projects.by_token(request.cookies.get(COOKIE))
+
+    def _render(self, request: Request, name: str, ctx: dict[str, Any], status: int = 200):
+        return templates.TemplateResponse(request, name, ctx, status_code=status)
+
+    async def login(self, request: Request) -> Response:
+        if request.method == "GET":
+            return self._render(request, "login.html", {"project": None, "error": None})
+        form = await request.form()
+        token = str(form.get("token", ""))
+        project = self.projects.by_token(token)
+        if project is None:
+            # 200 with the message, as login forms do: the browser shows the page, not an error.
+            return self._render(request, "login.html", {"project": None, "error": "Unknown token."})
+        resp = RedirectResponse("/ui/", status_code=303)
+        resp.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=30 * 86400)
+        return resp
+
+    async def logout(self, request: Request) -> Response:
+        resp = RedirectResponse("/ui/login", status_code=303)
+        resp.delete_cookie(COOKIE)
+        return resp
+
+    async def sessions(self, request: Request) -> Response:
+        project = self._project(request)
+        if project is None:
+            return RedirectResponse("/ui/login", status_code=303)
+        q = request.query_params.get("q", "")
+        rows = []
+        if self.ch is not None:
+            rows = await asyncio.to_thread(
+                timeline_queries.recent_sessions, self.ch, project.id, q, 200
+            )
+        return self._render(
+            request, "sessions.html", {"project": project, "sessions": rows, "q": q}
+        )
+
+    async def session(self, request: Request) -> Response:
+        project = self._project(request)
+        if project is None:
+            return RedirectResponse("/ui/login", status_code=303)
+        if self.ch is None:
+            return HTMLResponse("ClickHouse is not available in this process", status_code=503)
+        sid = request.path_params["session_id"]
+        t = await asyncio.to_thread(build_timeline, self.ch, project.id, sid)
+        waterfalls = []
+        for tr in t["traces"]:
+            spans = [
+                i
+                for i in t["items"]
+                if i["kind"] == "span" and i["ref"]["trace_id"] == tr["trace_id"]
+            ]
+            waterfalls.append({**tr, "rows": waterfall(spans)})
+        return self._render(
+            request,
+            "session.html",
+            {"project": project, "t": t, "waterfalls": waterfalls, "icons": ICONS},
+        )

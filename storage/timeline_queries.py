@@ -1,0 +1,89 @@
+"""Queries behind one session's timeline. Bound parameters only; FINAL where redelivery
+could leave a duplicate not yet merged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.clickhouse import ClickHouse
+
+
+def session_traces(ch: ClickHouse, project_id: int, session_id: str) -> dict[str, str]:
+    """Trace ids tied to the session, with the reason for each."""
+    db = ch.database
+    rows = ch.query(
+        f"SELECT target_id AS trace_id, any(reason) AS reason FROM {db}.links FINAL"
+        " WHERE project_id = {p:UInt32} AND session_id = {s:String} AND kind = 'trace'"
+        " GROUP BY target_id"
+        " UNION ALL"
+        " SELECT trace_id, 'span carries the session id' AS reason"
+        f" FROM {db}.spans WHERE project_id = {{p:UInt32}} AND session_id = {{s:String}}"
+        " GROUP BY trace_id",
+        {"p": project_id, "s": session_id},
+    )
+    out: dict[str, str] = {}
+    for r in rows:
+        out.setdefault(r["trace_id"], r["reason"])
+    return out
+
+
+def agent_events_for(
+    ch: ClickHouse, project_id: int, session_id: str, trace_ids: list[str]
+) -> list[dict[str, Any]]:
+    return ch.query(
+        "SELECT event_uid, type, ts, agent_id, session_id, trace_id, status, task_id,"
+        " current_task, action, node_id, node_type, edge_source, edge_target, hitl_kind,"
+        " duration_ms, response_time_ms, error"
+        f" FROM {ch.database}.agent_events FINAL"
+        " WHERE project_id = {p:UInt32}"
+        " AND (session_id = {s:String} OR (trace_id != '' AND has({t:Array(String)}, trace_id)))"
+        " ORDER BY ts, event_uid LIMIT 10000",
+        {"p": project_id, "s": session_id, "t": trace_ids},
+    )
+
+
+def spans_for(ch: ClickHouse, project_id: int, trace_ids: list[str]) -> list[dict[str, Any]]:
+    if not trace_ids:
+        return []
+    return ch.query(
+        "SELECT trace_id, span_id, parent_span_id, name, kind, op, status_code, status_message,"
+        " service_name, source, start_time, duration_ns, session_id, attributes"
+        f" FROM {ch.database}.spans FINAL"
+        " WHERE project_id = {p:UInt32} AND has({t:Array(String)}, trace_id)"
+        " ORDER BY start_time LIMIT 20000",
+        {"p": project_id, "t": trace_ids},
+    )
+
+
+def replay_events_for(ch: ClickHouse, project_id: int, session_id: str) -> list[dict[str, Any]]:
+    return ch.query(
+        "SELECT event_uid, ts, kind, page_url, name, selector, url, method, status,"
+        " duration_ms, value, trace_id, span_id"
+        f" FROM {ch.database}.replay_events FINAL"
+        " WHERE project_id = {p:UInt32} AND session_id = {s:String}"
+        " AND kind NOT IN ('performance', 'resource', 'viewport', 'tab')"
+        " ORDER BY ts, page_no, event_uid LIMIT 20000",
+        {"p": project_id, "s": session_id},
+    )
+
+
+def recent_sessions(
+    ch: ClickHouse, project_id: int, search: str, limit: int
+) -> list[dict[str, Any]]:
+    """Sessions seen in any signal, newest first."""
+    db = ch.database
+    return ch.query(
+        "SELECT session_id, min(ts) AS first_seen, max(ts) AS last_seen,"
+        " sum(agent) AS agent_events, sum(spans) AS spans, sum(replay) AS replay_events FROM ("
+        f" SELECT session_id, ts, 1 AS agent, 0 AS spans, 0 AS replay FROM {db}.agent_events"
+        "  WHERE project_id = {p:UInt32} AND session_id != ''"
+        " UNION ALL"
+        " SELECT session_id, toDateTime64(start_time, 3) AS ts, 0, 1, 0"
+        f" FROM {db}.spans WHERE project_id = {{p:UInt32}} AND session_id != ''"
+        " UNION ALL"
+        f" SELECT session_id, ts, 0, 0, 1 FROM {db}.replay_events"
+        "  WHERE project_id = {p:UInt32}"
+        ") WHERE position(session_id, {q:String}) > 0"
+        " GROUP BY session_id ORDER BY last_seen DESC LIMIT {n:UInt32}",
+        {"p": project_id, "q": search, "n": limit},
+    )

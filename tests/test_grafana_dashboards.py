@@ -1,0 +1,188 @@
+"""Every dashboard panel and variable, expanded like the ClickHouse plugin and run on the
+real migrated schema with a seeded dataset; structure and freshness of the JSON."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+
+import pytest
+
+from dashboards.alerting import grafana as alert_grafana
+from dashboards.alerting.rules import load_rules
+from dashboards.grafana_build import GRAFANA_DIR, render_files
+from dashboards.grafana_check import (
+    exposed_series_names,
+    load_dashboards,
+    prometheus_problems,
+    run_dashboard,
+    structure_problems,
+)
+from dashboards.grafana_macros import (
+    MacroError,
+    TimeRange,
+    Variable,
+    expand_alert_query,
+    expand_dashboard_query,
+    expand_macros,
+)
+from tests.grafana_seed import NOW, agent_dataset, seed_agents, seed_spans
+from weftline.config import Settings
+
+F = datetime.fromtimestamp(1700000000, UTC)
+T = datetime.fromtimestamp(1700003600.9, UTC)
+R = TimeRange(F, T, interval_s=30.7)
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("$__timeFilter(ts)", "ts >= toDateTime(1700000000) AND ts <= toDateTime(1700003600)"),
+        (
+            "$__timeFilter_ms(ts)",
+            "ts >= fromUnixTimestamp64Milli(1700000000000) AND "
+            "ts <= fromUnixTimestamp64Milli(1700003600900)",
+        ),
+        ("$__dateFilter(d)", "d >= toDate('2023-11-14') AND d <= toDate('2023-11-14')"),
+        (
+            "$__dt(d, t)",
+            "(d >= toDate('2023-11-14') AND d <= toDate('2023-11-14')) AND "
+            "(t >= toDateTime(1700000000) AND t <= toDateTime(1700003600))",
+        ),
+        (
+            "$__timeFrom(c) AND $__timeTo(c)",
+            "c >= toDateTime(1700000000) AND c <= toDateTime(1700003600)",
+        ),
+        ("$__fromTime, $__toTime", "toDateTime(1700000000), toDateTime(1700003600)"),
+        ("$__fromTime_ms", "fromUnixTimestamp64Milli(1700000000000)"),
+        ("$__interval_s", "30"),
+        (
+            "$__timeInterval(coalesce(a, b))",
+            "toStartOfInterval(toDateTime(coalesce(a, b)), INTERVAL 30 second)",
+        ),
+        (
+            "$__timeInterval_ms(ts)",
+            "toStartOfInterval(toDateTime64(ts, 3), INTERVAL 30700 millisecond)",
+        ),
+        ("$__timeGroup(ts, 5m)", "toStartOfInterval(toDateTime(ts), INTERVAL 300 second)"),
+        ("f(',', $__timeFrom(x))", "f(',', x >= toDateTime(1700000000))"),
+    ],
+)
+def test_backend_macros_expand_like_the_plugin(sql: str, expected: str) -> None:
+    assert expand_macros(sql, R) == expected
+
+
+def test_frontend_variables_and_conditional_all() -> None:
+    some = {"p": Variable(["1", "2"], multi=True), "s": Variable(["api"])}
+    every = {"p": Variable(["1", "2"], multi=True, is_all=True), "s": Variable(["api"])}
+    sql = (
+        "WHERE $__conditionalAll(project_id IN ($p), $p) AND svc = '$s' AND x IN (${p:singlequote})"
+    )
+    assert (
+        expand_dashboard_query(sql, some, R)
+        == "WHERE project_id IN ('1','2') AND svc = 'api' AND x IN ('1','2')"
+    )
+    assert expand_dashboard_query(sql, every, R) == "WHERE 1=1 AND svc = 'api' AND x IN ('1','2')"
+    with pytest.raises(MacroError, match="unknown template variable"):
+        expand_dashboard_query("SELECT $nope", some, R)
+    with pytest.raises(MacroError, match="dashboard-only"):
+        expand_alert_query("SELECT 1 WHERE $__conditionalAll(a, $p)", R)
+    with pytest.raises(MacroError, match="dashboard-only"):
+        expand_alert_query("SELECT 1 FROM ${db}.t", R)
+    with pytest.raises(MacroError, match="not supported"):
+        expand_macros("SELECT $__bogus", R)
+
+
+def test_checked_in_provisioning_is_what_the_builders_produce() -> None:
+    for rel, text in render_files().items():
+        assert (GRAFANA_DIR / rel).read_text() == text, f"{rel} is stale: weftline grafana build"
+    compiled = alert_grafana.render(load_rules(), Settings(alert_webhooks=[]))
+    assert alert_grafana.ALERTING_FILE.read_text() == compiled, "weftline alerts compile"
+
+
+def test_dashboards_structure_and_prometheus_metric_names() -> None:
+    dashboards = load_dashboards()
+    assert {d["uid"] for d in dashboards} == {
+        "weftline-overview",
+        "weftline-agents",
+        "weftline-traces",
+        "weftline-pipeline",
+    }
+    assert structure_problems(dashboards) == []
+    assert prometheus_problems(dashboards, exposed_series_names()) == []
+
+    broken = copy.deepcopy(dashboards[:2])
+    broken[1]["uid"] = broken[0]["uid"]
+    panel = next(p for p in broken[0]["panels"] if p["type"] != "row")
+    panel["gridPos"]["w"] = 30
+    panel["datasource"] = {"type": "grafana-clickhouse-datasource", "uid": "nope"}
+    panel["targets"][0]["expr"] = "rate(weftline_no_such_metric_total[5m])"
+    problems = structure_problems(broken)
+    assert any("duplicate dashboard uids" in p for p in problems)
+    assert any("outside the 24-column grid" in p for p in problems)
+    assert any("is not provisioned" in p for p in problems)
+    assert prometheus_problems(broken, exposed_series_names())
+
+
+def _results(ch, overrides=None):
+    rng = TimeRange.last(6 * 3600, interval_s=30)
+    out = {}
+    for d in load_dashboards():
+        for r in run_dashboard(d, ch, rng, {"db": Variable([ch.database]), **(overrides or {})}):
+            out[(d["uid"], r.title)] = r
+    return out
+
+
+def test_every_panel_and_variable_runs_on_the_real_schema(ch) -> None:
+    seed_agents(ch)
+    seed_spans(ch)
+    results = _results(ch)
+    errors = {k: r.error for k, r in results.items() if r.error}
+    assert errors == {}
+    ch_targets = sum(
+        1
+        for d in load_dashboards()
+        for p in d["panels"]
+        for t in p.get("targets", [])
+        if "rawSql" in t
+    )
+    assert len([k for k in results if not k[1].startswith("$")]) == ch_targets
+
+    def rows(uid, title):
+        return results[(uid, title)].rows
+
+    assert [r["toString(project_id)"] for r in rows("weftline-agents", "$project")] == ["1", "2"]
+    stuck = rows("weftline-agents", "Stuck agents: heartbeat older than $stale_minutes min")
+    assert [r["agent_id"] for r in stuck] == ["stuck-bot"]
+    assert stuck[0]["seconds_since_heartbeat"] >= 20 * 60
+    by_status = {r["status"]: r["agents"] for r in rows("weftline-agents", "Agents by status")}
+    assert by_status == {"busy": 4, "idle": 1, "terminated": 1}
+    assert rows("weftline-agents", "Task failure ratio")[0]["failure_ratio"] == pytest.approx(0.2)
+    assert {r["hitl_id"] for r in rows("weftline-agents", "Open HITL requests")} == {"q4", "q5"}
+    hitl = rows("weftline-agents", "HITL response time (answered)")
+    assert sorted(r["p50"] for r in hitl) == [60000, 120000, 180000, 240000]
+    top = {r["action"]: r["interactions"] for r in rows("weftline-agents", "Top canvas actions")}
+    assert top == {a: 8 for a in top} and len(top) == 5
+    assert len(rows("weftline-agents", "Recent task failures")) == 10
+    assert rows("weftline-overview", "Agent events")[0]["events"] == sum(
+        len(v) for v in agent_dataset(NOW).values()
+    )
+    assert rows("weftline-overview", "Spans")[0]["spans"] == 280
+    slow = rows("weftline-traces", "Slowest endpoints")
+    assert {r["name"] for r in slow} >= {"GET /api/flows", "/flows/:id"}
+    assert all(r["p95_ms"] >= r["p50_ms"] for r in slow)
+    assert {r["service_name"] for r in rows("weftline-traces", "$service")} == {"api", "web"}
+    for key in [
+        ("weftline-agents", "Task outcomes"),
+        ("weftline-agents", "Canvas interactions by action"),
+        ("weftline-traces", "p95 latency by service (entry spans)"),
+        ("weftline-overview", "Stored per second by signal"),
+        ("weftline-pipeline", "Rows stored per minute by table"),
+        ("weftline-pipeline", "Delay from event to receipt (p95)"),
+    ]:
+        assert len(results[key].rows) > 5, key
+
+    # One project selected: only its agents are left.
+    only2 = _results(ch, {"project": Variable(["2"], multi=True)})
+    assert only2[("weftline-overview", "Active agents")].rows[0]["agents"] == 1
+    assert only2[("weftline-overview", "Spans")].rows[0]["spans"] == 0

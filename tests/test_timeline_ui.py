@@ -1,0 +1,184 @@
+"""The session timeline (API and /ui/ pages in headless Chromium) for agent events and spans."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from storage.queries import count_agent_events
+from tests.conftest import wait_for
+from tests.test_agent_ingest import post
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+OTHER_TRACE = "00f067aa0ba902b7a3ce929d0e0e4736"
+
+
+def seed_spans(ch, project_id: int, start: datetime) -> None:
+    """Spans as a receiver would store them: a frontend fetch and its backend server span."""
+
+    def span(trace, sid, parent, name, service, offset_ms, dur_ms, status="unset", sess=""):
+        t = start + timedelta(milliseconds=offset_ms)
+        return {
+            "project_id": project_id,
+            "source": "otlp",
+            "trace_id": trace,
+            "span_id": sid,
+            "parent_span_id": parent,
+            "name": name,
+            "kind": "server",
+            "op": "",
+            "status_code": status,
+            "status_message": "",
+            "service_name": service,
+            "start_time": t.strftime("%Y-%m-%d %H:%M:%S.%f"),
+            "duration_ns": dur_ms * 1_000_000,
+            "resource_attributes": {},
+            "attributes": {"http.route": "/api/run"},
+            "event_times": [],
+            "event_names": [],
+            "event_attributes": [],
+            "link_trace_ids": [],
+            "link_span_ids": [],
+            "link_attributes": [],
+            "session_id": sess,
+            "received_at": start.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            "retention_days": 30,
+        }
+
+    ch.insert(
+        "spans",
+        [
+            span(TRACE, "a" * 16, "", "GET /api/run", "web", 10, 120, sess="sess-1"),
+            span(TRACE, "b" * 16, "a" * 16, "POST /api/run", "api", 20, 90, status="error"),
+            span(OTHER_TRACE, "c" * 16, "", "GET /other", "web", 15, 5, sess="sess-2"),
+        ],
+    )
+
+
+@pytest.fixture
+def timeline_server(settings, valkey, ch, serve, http):
+    srv = serve(settings, valkey.url, ch=ch)
+    p1 = settings.projects[0]
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    seed_spans(ch, p1.id, now)
+    events = [
+        {
+            "type": "visualization_interaction",
+            "action": "node_click",
+            "node_id": "planner",
+            "session_id": "sess-1",
+            "ts": (now + timedelta(milliseconds=5)).isoformat(),
+        },
+        {
+            "type": "task_update",
+            "task_id": "t1",
+            "agent_id": "planner",
+            "state": "failed",
+            "trace_id": TRACE,
+            "error": "boom",
+            "ts": (now + timedelta(milliseconds=200)).isoformat(),
+        },
+        {
+            "type": "agent_state",
+            "agent_id": "other",
+            "status": "idle",
+            "session_id": "sess-2",
+            "ts": now.isoformat(),
+        },
+    ]
+    assert post(http, srv, p1, events).status_code == 202
+    wait_for(lambda: count_agent_events(ch, p1.id) == 3)
+    return srv, p1
+
+
+def test_timeline_api_orders_items_and_gives_reasons(timeline_server, http):
+    srv, p1 = timeline_server
+    r = http.get(
+        f"{srv.url}/api/v1/sessions/sess-1/timeline",
+        headers={"authorization": f"Bearer {p1.query_token}"},
+    )
+    assert r.status_code == 200
+    t = r.json()
+    kinds = [(i["kind"], i["title"].split(":")[0]) for i in t["items"]]
+    assert kinds == [
+        ("agent", "canvas node click"),
+        ("span", "web"),
+        ("span", "api"),
+        ("agent", "task t1 failed (planner)"),
+    ]
+    reasons = [i["reason"] for i in t["items"]]
+    assert reasons[0] == "session_id field"
+    assert reasons[1] == f"trace {TRACE}: span carries the session id"
+    assert reasons[3] == f"trace {TRACE}"
+    assert [i["severity"] for i in t["items"]] == ["info", "info", "error", "error"]
+    assert all("other" not in i["title"] for i in t["items"])  # nothing from sess-2
+    assert http.get(f"{srv.url}/api/v1/sessions/sess-1/timeline").status_code == 401
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Chromium is not installed")
+def test_ui_pages_in_chromium(timeline_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    srv, p1 = timeline_server
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+
+        page.goto(f"{srv.url}/ui/sessions/sess-1")
+        assert page.url.endswith("/ui/login")  # nothing visible without the token
+        page.fill("#token", "wrong")
+        page.click("#login")
+        assert page.locator("#login-error").is_visible()
+        page.fill("#token", p1.query_token)
+        page.click("#login")
+        page.wait_for_selector("#sessions")
+        assert page.locator("#sessions a", has_text="sess-1").count() == 1
+        page.screenshot(path=str(tmp_path / "sessions.png"))
+
+        page.click("#sessions a >> text=sess-1")
+        page.wait_for_selector("#timeline")
+        assert page.locator("#timeline li").count() == 4
+        assert page.locator("#timeline li.error").count() == 2
+        page.click(f"#trace-{TRACE} summary")
+        assert page.locator(f"#trace-{TRACE} .bar").count() == 2
+        assert page.locator(f"#trace-{TRACE} .bar.error").count() == 1
+        wait_for(lambda: page.text_content("#live-state") == "on", timeout=10)
+
+        # Live tail: an event for this session appears without a reload.
+        import httpx
+
+        httpx.post(
+            f"{srv.url}/api/v1/events",
+            headers={"x-weftline-key": p1.public_key},
+            json=[
+                {
+                    "type": "agent_state",
+                    "agent_id": "live-agent",
+                    "status": "busy",
+                    "session_id": "sess-1",
+                }
+            ],
+        )
+        page.wait_for_selector("#timeline li.live", timeout=10_000)
+        assert "live-agent" in page.text_content("#timeline li.live")
+        page.screenshot(path=str(tmp_path / "session.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "session.png").stat().st_size > 10_000
+    assert errors == []
+    time.sleep(0)
