@@ -17,6 +17,7 @@ from enrich.stream_consumer import DecodeError, Entry
 from ingest.agent_schema import EVENTS, AgentState, Hitl, TaskUpdate, VisualizationInteraction
 from storage.clickhouse import ClickHouse
 from storage.keys import agent_index_key, agent_state_key, live_channel
+from storage.valkey import publish_many
 from storage.writer import write_tables
 
 TABLE = "agent_events"
@@ -188,6 +189,7 @@ class AgentEventsHandler:
         """Newest state per agent (one script call per agent, not per event) and one live
         message per project per batch."""
         now_ms = int(time.time() * 1000)
+        # Scripts run outside the pipeline: a Valkey cluster pipeline refuses EVALSHA.
         newest: dict[tuple[int, str], AgentEventRow] = {}
         feed: dict[int, list[bytes]] = {}
         for r in rows:
@@ -196,25 +198,28 @@ class AgentEventsHandler:
                 if k not in newest or r.heartbeat_ms >= newest[k].heartbeat_ms:
                     newest[k] = r
             feed.setdefault(r.project_id, []).append(live_message(r))
-        pipe = self.client.pipeline(transaction=False)
-        for r in newest.values():
-            await self._set_state(
-                keys=[agent_state_key(r.project_id, r.agent_id), agent_index_key(r.project_id)],
-                args=[
-                    r.heartbeat_ms,
-                    r.status,
-                    r.current_task,
-                    orjson.dumps(r.metrics),
-                    r.agent_id,
-                    now_ms,
-                    self.state_ttl,
-                ],
-                client=pipe,
+        await asyncio.gather(
+            *(
+                self._set_state(
+                    keys=[agent_state_key(r.project_id, r.agent_id), agent_index_key(r.project_id)],
+                    args=[
+                        r.heartbeat_ms,
+                        r.status,
+                        r.current_task,
+                        orjson.dumps(r.metrics),
+                        r.agent_id,
+                        now_ms,
+                        self.state_ttl,
+                    ],
+                )
+                for r in newest.values()
             )
-        for project_id, messages in feed.items():
-            # A JSON array of already-serialized events, without re-encoding them.
-            pipe.publish(live_channel(project_id), b"[" + b",".join(messages) + b"]")
-        await pipe.execute()
+        )
+        # A JSON array of already-serialized events, without re-encoding them.
+        await publish_many(
+            self.client,
+            [(live_channel(p), b"[" + b",".join(m) + b"]") for p, m in feed.items()],
+        )
 
 
 def live_message(r: AgentEventRow) -> bytes:

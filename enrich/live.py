@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from enrich.links import sentry_session
 from storage.keys import live_channel
+from storage.valkey import publish_many
 
 QUIET_REPLAY_KINDS = {"performance", "resource", "viewport", "tab", "metadata"}
 
@@ -69,9 +70,6 @@ async def publish(
     for project_id, item in items:
         if item is not None:
             by_project.setdefault(project_id, []).append(orjson.dumps(item))
-    if not by_project:
-        return
-    pipe = client.pipeline(transaction=False)
-    for project_id, msgs in by_project.items():
-        pipe.publish(live_channel(project_id), b"[" + b",".join(msgs) + b"]")
-    await pipe.execute()
+    await publish_many(
+        client, [(live_channel(p), b"[" + b",".join(m) + b"]") for p, m in by_project.items()]
+    )

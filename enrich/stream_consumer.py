@@ -105,12 +105,14 @@ class StreamConsumer:
         handler: Handler,
         consumer_name: str,
         options: ConsumerOptions | None = None,
+        shard: int = 0,
     ) -> None:
         self.client = client
         self.handler = handler
         self.kind = handler.kind
-        self.stream = in_stream(handler.kind)
-        self.dlq = dlq_stream(handler.kind)
+        self.shard = shard
+        self.stream = in_stream(handler.kind, shard)
+        self.dlq = dlq_stream(handler.kind, shard)
         self.name = consumer_name
         self.opts = options or ConsumerOptions()
         self.stats = ConsumerStats()

@@ -123,7 +123,15 @@ def make_route(edge: Edge):
                     details=too_old,
                 )
             payload = orjson.dumps([ev.model_dump(mode="json", exclude_none=True) for ev in events])
-            entry_id = await edge.enqueue(KIND, project, request, payload, len(events))
+            first = events[0]
+            entry_id = await edge.enqueue(
+                KIND,
+                project,
+                request,
+                payload,
+                len(events),
+                shard_key=first.session_id or getattr(first, "agent_id", None),
+            )
         except Rejected as err:
             return add_cors(rejection_response(KIND, err), request)
         return add_cors(

@@ -3,6 +3,7 @@ only once Valkey holds the entry."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -12,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from ingest.auth import Projects
 from ingest.limits import RateLimiter
-from storage.keys import in_stream
+from storage.keys import in_stream, shard_for
 from storage.valkey import BacklogFull, StreamProducer
 from weftline.config import ProjectConfig, Settings
 from weftline.metrics import ACCEPTED, ACCEPTED_ITEMS, REJECTED
@@ -52,6 +53,7 @@ class Edge:
         self.projects = projects
         self.producer = producer
         self.rates = RateLimiter()
+        self._spread = itertools.count()
 
     def check_rate(self, project: ProjectConfig) -> None:
         wait = self.rates.check(project.id, project.rate_limit)
@@ -80,7 +82,10 @@ class Edge:
         payload: bytes,
         items: int,
         extra: dict[str, str | bytes | int] | None = None,
+        shard_key: str | None = None,
     ) -> str:
+        """`shard_key` (a session or trace id) keeps one session's entries in one stream
+        when the kind is sharded; without it, entries are spread over the shards."""
         fields: dict[str, str | bytes | int] = {
             "p": payload,
             "project": project.id,
@@ -92,8 +97,10 @@ class Edge:
         if extra:
             fields.update(extra)
         budget = getattr(self.settings.backlog_budget, kind)
+        shards = self.settings.stream_shards
+        shard = shard_for(shard_key, shards, next(self._spread)) if shards > 1 else 0
         try:
-            entry_id = await self.producer.add(in_stream(kind), fields, budget)
+            entry_id = await self.producer.add(in_stream(kind, shard), fields, -(-budget // shards))
         except BacklogFull:
             raise self.unavailable(
                 "backlog_full",

@@ -180,6 +180,7 @@ class OpenReplayIngest:
                     "delay": delay,
                     "continued": int(continued),
                 },
+                shard_key=str(sid),  # one session, one stream (sharded mode)
             )
             REPLAY_SESSIONS_STARTED.labels("continued" if continued else "new").inc()
         answer = {
@@ -228,6 +229,7 @@ class OpenReplayIngest:
                     "dt": data_type if data_type in DATA_TYPES else "",
                     "batch": request.query_params.get("batch", "")[:120],
                 },
+                shard_key=str(claims.session_id),  # one session, one stream (sharded mode)
             )
         except Rejected as err:
             return _cors(rejection_response(KIND, err), request)

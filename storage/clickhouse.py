@@ -21,11 +21,18 @@ import orjson
 TOKEN_RE = re.compile(r"^[A-Za-z0-9:{}_.\-]{1,200}$")
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+
+
 def _param_text(value: Any) -> Any:
-    """chDB takes parameter values as text: arrays must be ClickHouse array literals
-    (quoted and escaped here; the server parses them as values, never as SQL)."""
+    """chDB takes parameter values as text, read like the HTTP interface's `param_x`: in
+    ClickHouse's escaped format, so a tab or backslash in a string is escaped; arrays
+    must be ClickHouse array literals (quoted and escaped here; the server parses them as
+    values, never as SQL)."""
     if isinstance(value, list | tuple):
         return "[" + ",".join(_literal(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
     return value
 
 
@@ -166,9 +173,194 @@ class ChdbClickHouse:
                 self._lockfile.close()
 
 
-def open_clickhouse(url: str | None, data_dir: str | Path, database: str) -> ClickHouse:
+class ClickHouseConnect:
+    """A ClickHouse server over HTTP with clickhouse-connect (server mode).
+
+    - Inserts travel as Native, compressed (lz4), each with its own
+      `insert_deduplication_token` setting; rows the Native converter is unsure about
+      travel as JSONEachRow instead (see storage/native_rows.py), with the same token.
+    - Reads ask for JSONEachRow (compressed), so callers get exactly the values the
+      embedded transport returns.
+    - Parameters are bound by the server (`{name:Type}` → `param_name`).
+    - No HTTP session: one client serves every thread, and server-side session locks
+      would serialize them.
+    The client connects lazily and reconnects on the next call after a failure, so a
+    process can start before ClickHouse does.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        database: str = "weftline",
+        *,
+        insert_settings: dict[str, Any] | None = None,
+        cluster: str | None = None,
+        connect_timeout: int = 5,
+        send_receive_timeout: int = 120,
+        _client: Any = None,
+    ) -> None:
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https", "clickhouse"):
+            raise ValueError(f"CLICKHOUSE_URL must be http(s)://host:port, not {url!r}")
+        secure = parts.scheme == "https"
+        self.url = url
+        self._conn_args = {
+            "host": parts.hostname or "localhost",
+            "port": parts.port or (8443 if secure else 8123),
+            "username": unquote(parts.username or "default"),
+            "password": unquote(parts.password or ""),
+            "interface": "https" if secure else "http",
+            "compress": True,
+            "autogenerate_session_id": False,
+            "connect_timeout": connect_timeout,
+            "send_receive_timeout": send_receive_timeout,
+        }
+        self.database = database
+        self.insert_settings = dict(insert_settings or {})
+        # On a cluster, migrations run ON CLUSTER (storage/migrate.py), and inserts into
+        # the Distributed tables reach the shards before the insert returns, so the
+        # dedup token and "stored" mean the same as on one server.
+        self.cluster = cluster
+        if cluster:
+            self.insert_settings.setdefault("distributed_foreground_insert", 1)
+        self.native_fallbacks = 0
+        self._client_obj = _client
+        self._client_lock = threading.Lock()
+        self._types: dict[str, dict[str, str]] = {}
+        self._owner = _client is None
+        on_cluster = f" ON CLUSTER '{cluster}'" if cluster else ""
+        self.command(f"CREATE DATABASE IF NOT EXISTS {database}{on_cluster}")
+
+    def _client(self) -> Any:
+        with self._client_lock:
+            if self._client_obj is None:
+                import clickhouse_connect
+
+                try:
+                    self._client_obj = clickhouse_connect.get_client(**self._conn_args)
+                except Exception as e:
+                    raise StorageError(f"ClickHouse at {self._safe_url()}: {e}") from e
+            return self._client_obj
+
+    def _safe_url(self) -> str:
+        a = self._conn_args
+        return f"{a['interface']}://{a['host']}:{a['port']}"
+
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        client = self._client()
+        try:
+            client.command(sql, parameters=params or None)
+        except Exception as e:
+            raise StorageError(str(e)) from e
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        client = self._client()
+        try:
+            data = client.raw_query(
+                sql,
+                parameters=params or None,
+                fmt="JSONEachRow",
+                # Pinned so both transports return the same JSON whatever the server's
+                # default (it changed in ClickHouse 25.x).
+                settings={
+                    "enable_http_compression": 1,
+                    "output_format_json_quote_64bit_integers": 0,
+                },
+                transport_settings={"Accept-Encoding": "gzip"},
+            )
+        except Exception as e:
+            raise StorageError(str(e)) from e
+        return [orjson.loads(line) for line in data.splitlines() if line]
+
+    def column_types(self, table: str, names: Sequence[str] = ()) -> dict[str, str]:
+        types = self._types.get(table)
+        if types is None or any(n not in types for n in names):  # a migration added one
+            rows = self.query(f"DESCRIBE TABLE {self.database}.{table}")
+            types = {
+                r["name"]: r["type"]
+                for r in rows
+                if r.get("default_type") not in ("MATERIALIZED", "ALIAS", "EPHEMERAL")
+            }
+            self._types[table] = types
+        return types
+
+    def insert(
+        self, table: str, rows: Sequence[dict[str, Any]], dedup_token: str | None = None
+    ) -> int:
+        from storage.native_rows import to_columns
+
+        if not rows:
+            return 0
+        settings = dict(self.insert_settings)
+        if dedup_token is not None:
+            if not TOKEN_RE.match(dedup_token):
+                raise ValueError(f"bad dedup token {dedup_token!r}")
+            settings["insert_deduplication_token"] = dedup_token
+        client = self._client()
+        try:
+            types = self.column_types(table, list(rows[0]))
+            native = to_columns(rows, types, client.server_tz)
+            if native is not None:
+                names, type_names, data = native
+                client.insert(
+                    table,
+                    data,
+                    column_names=names,
+                    database=self.database,
+                    column_type_names=type_names,
+                    settings=settings,
+                )
+            else:
+                import gzip
+
+                self.native_fallbacks += 1
+                body = b"\n".join(orjson.dumps(r) for r in rows)
+                client.raw_insert(
+                    f"{self.database}.{table}",
+                    insert_block=gzip.compress(body, 3),
+                    settings=settings,
+                    fmt="JSONEachRow",
+                    compression="gzip",
+                )
+        except Exception as e:
+            self._types.pop(table, None)  # the schema may have moved on
+            raise StorageError(str(e)) from e
+        return len(rows)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._client().ping())
+        except StorageError:
+            return False
+
+    def with_database(self, database: str) -> ClickHouseConnect:
+        """The same client seen through another database (tests isolate by database)."""
+        return ClickHouseConnect(
+            self.url,
+            database,
+            insert_settings=self.insert_settings,
+            cluster=self.cluster,
+            _client=self._client(),
+        )
+
+    def close(self) -> None:
+        if self._owner and self._client_obj is not None:
+            self._client_obj.close()
+            self._client_obj = None
+
+
+def open_clickhouse(
+    url: str | None,
+    data_dir: str | Path,
+    database: str,
+    *,
+    insert_settings: dict[str, Any] | None = None,
+    cluster: str | None = None,
+) -> ClickHouse:
+    """chDB in the data folder when `url` is None (embedded), else a ClickHouse server over
+    HTTP (`CLICKHOUSE_URL`, e.g. http://user:password@clickhouse:8123)."""
     if url is None:
         return ChdbClickHouse(Path(data_dir) / "clickhouse", database)
-    raise NotImplementedError(
-        "ClickHouse server mode (CLICKHOUSE_URL) is not built yet; unset it to run embedded"
-    )
+    return ClickHouseConnect(url, database, insert_settings=insert_settings, cluster=cluster)

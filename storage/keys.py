@@ -1,21 +1,49 @@
 """Names of the Valkey streams, groups and keys.
 
-One stream per signal kind; the hash tag `{kind}` keeps a stream and its DLQ in
-one cluster slot so no command crosses slots.
+One stream per signal kind by default. For a Valkey cluster, a kind can be split into
+N shards (`stream_shards`): shard 0 keeps the unsharded name, so growing from 1 to N
+keeps the existing backlog. The hash tag (`{agent}`, `{agent:3}`) puts a stream and its
+DLQ in one cluster slot, so no command ever crosses slots; different shards hash to
+different slots and spread over the masters.
 """
 
 from __future__ import annotations
+
+import zlib
 
 KINDS = ("agent", "replay", "sentry", "otlp")
 GROUP = "wl:enrich"
 
 
-def in_stream(kind: str) -> str:
-    return f"wl:in:{{{kind}}}"
+def _tag(kind: str, shard: int) -> str:
+    return f"{{{kind}}}" if shard == 0 else f"{{{kind}:{shard}}}"
 
 
-def dlq_stream(kind: str) -> str:
-    return f"wl:dlq:{{{kind}}}"
+def in_stream(kind: str, shard: int = 0) -> str:
+    return f"wl:in:{_tag(kind, shard)}"
+
+
+def dlq_stream(kind: str, shard: int = 0) -> str:
+    return f"wl:dlq:{_tag(kind, shard)}"
+
+
+def in_streams(kind: str, shards: int = 1) -> list[str]:
+    return [in_stream(kind, s) for s in range(shards)]
+
+
+def dlq_streams(kind: str, shards: int = 1) -> list[str]:
+    return [dlq_stream(kind, s) for s in range(shards)]
+
+
+def shard_for(key: str | bytes | None, shards: int, fallback: int = 0) -> int:
+    """The shard of a session / trace id: one session's entries share a stream, so they
+    stay in order. Without a key, `fallback` (the caller spreads those)."""
+    if shards <= 1:
+        return 0
+    if not key:
+        return fallback % shards
+    data = key.encode() if isinstance(key, str) else key
+    return zlib.crc32(data) % shards
 
 
 def agent_state_key(project_id: int, agent_id: str) -> str:

@@ -41,11 +41,25 @@ def load_migrations(folder: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
+def apply_statement(ch: ClickHouse, stmt: str) -> None:
+    """Run one DDL statement; on a ClickHouse cluster (`ch.cluster` set), its ON CLUSTER
+    form with replicated local tables and a Distributed table (storage/cluster_ddl.py)."""
+    cluster = getattr(ch, "cluster", None)
+    if not cluster:
+        ch.command(stmt)
+        return
+    from storage.cluster_ddl import cluster_statements
+
+    for s in cluster_statements(stmt, cluster):
+        ch.command(s)
+
+
 def applied_versions(ch: ClickHouse) -> set[int]:
-    ch.command(
+    apply_statement(
+        ch,
         f"CREATE TABLE IF NOT EXISTS {ch.database}.schema_migrations "
         "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
-        "ENGINE = ReplacingMergeTree ORDER BY version"
+        "ENGINE = ReplacingMergeTree ORDER BY version",
     )
     rows = ch.query(f"SELECT version FROM {ch.database}.schema_migrations FINAL")
     return {int(r["version"]) for r in rows}
@@ -60,7 +74,7 @@ def migrate(ch: ClickHouse, progress: Callable[[str], None] = lambda _: None) ->
             continue
         progress(f"applying migration {mig.version:04d}_{mig.name}")
         for stmt in mig.statements:
-            ch.command(stmt.replace("${db}", ch.database))
+            apply_statement(ch, stmt.replace("${db}", ch.database))
         ch.insert("schema_migrations", [{"version": mig.version, "name": mig.name}])
         applied.append(mig.version)
     return applied

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
@@ -24,7 +25,18 @@ class BacklogFull(Exception):
     """The stream holds its whole budget of unprocessed entries."""
 
 
-def connect(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
+def connect(url: str, *, timeout: float = 2.0, cluster: bool = False) -> aioredis.Redis:
+    """A client for `url`; with `cluster`, a cluster client that finds every master from
+    that one node and routes each command to its slot."""
+    if cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(  # type: ignore[return-value]
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            health_check_interval=15,
+        )
     return aioredis.Redis.from_url(
         url,
         socket_connect_timeout=timeout,
@@ -55,6 +67,26 @@ class StreamProducer:
             if int(local) < 1:
                 raise TimeoutError("WAITAOF: entry not fsynced within 1 s")
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+def is_cluster(client: aioredis.Redis) -> bool:
+    from redis.asyncio.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
+async def publish_many(client: aioredis.Redis, messages: Sequence[tuple[str, bytes]]) -> None:
+    """PUBLISH each (channel, message): pipelined on one server; on a cluster (whose
+    pipelines refuse PUBLISH, a cluster-wide broadcast) as concurrent calls."""
+    if not messages:
+        return
+    if is_cluster(client):
+        await asyncio.gather(*(client.publish(ch, m) for ch, m in messages))
+        return
+    pipe = client.pipeline(transaction=False)
+    for ch, m in messages:
+        pipe.publish(ch, m)
+    await pipe.execute()
 
 
 async def ensure_group(client: aioredis.Redis, stream: str, group: str = GROUP) -> None:

@@ -21,6 +21,7 @@ import redis
 
 from storage.clickhouse import ChdbClickHouse
 from storage.migrate import migrate
+from tests.server_fixtures import any_ch, ch_http_server, chs, use_http_clickhouse  # noqa: F401, I001
 from weftline.config import ProjectConfig, Settings
 from weftline.embedded import EmbeddedValkey, free_port
 
@@ -51,8 +52,12 @@ def chdb_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbClick
 
 
 @pytest.fixture
-def ch(chdb_session: ChdbClickHouse) -> ChdbClickHouse:
-    """A fresh, migrated database for this test."""
+def ch(request: pytest.FixtureRequest) -> ChdbClickHouse:
+    """A fresh, migrated database for this test (chDB; with WEFTLINE_TEST_CLICKHOUSE=http,
+    the server transport over the chDB HTTP test endpoint)."""
+    if use_http_clickhouse():
+        return request.getfixturevalue("chs")
+    chdb_session: ChdbClickHouse = request.getfixturevalue("chdb_session")
     view = chdb_session.with_database(f"t_{uuid.uuid4().hex[:12]}")
     migrate(view)
     return view

@@ -28,7 +28,7 @@ from ingest.edge import Edge
 from ingest.openreplay import OpenReplayIngest
 from ingest.sentry import SentryIngest
 from storage.clickhouse import ClickHouse, open_clickhouse
-from storage.keys import KINDS, in_stream
+from storage.keys import KINDS, in_streams
 from storage.migrate import migrate
 from storage.valkey import StreamProducer, connect, ensure_group
 from weftline.config import Settings, ensure_replay_secret
@@ -61,7 +61,7 @@ def create_app(
 ) -> Starlette:
     """`ch` given: use it and leave it open. Otherwise, with `open_storage`, open the
     configured ClickHouse at startup (and close it at shutdown)."""
-    client = connect(valkey_url)
+    client = connect(valkey_url, cluster=settings.valkey_cluster)
     runtime = Runtime(settings, client, ch)
     projects = Projects(settings.projects)
     edge = Edge(
@@ -86,6 +86,7 @@ def create_app(
                 settings.clickhouse_url,
                 settings.data_dir,
                 settings.clickhouse_database,
+                cluster=settings.clickhouse_cluster,
             )
             owned = True
         if runtime.ch is not None:
@@ -95,8 +96,9 @@ def create_app(
             sessions_api.ch = runtime.ch
             ops.ch = runtime.ch
         for kind in KINDS:
-            with contextlib.suppress(Exception):  # Valkey may come up later; workers retry
-                await ensure_group(client, in_stream(kind))
+            for stream in in_streams(kind, settings.stream_shards):
+                with contextlib.suppress(Exception):  # Valkey may come up later; workers retry
+                    await ensure_group(client, stream)
         task = None
         if run_workers and runtime.ch is not None:
             runtime.consumers = build_consumers(settings, runtime.ch, client)

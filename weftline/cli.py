@@ -150,11 +150,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     url = _need_valkey(settings, "worker")
-    ch = open_clickhouse(settings.clickhouse_url, settings.data_dir, settings.clickhouse_database)
+    ch = open_clickhouse(
+        settings.clickhouse_url,
+        settings.data_dir,
+        settings.clickhouse_database,
+        cluster=settings.clickhouse_cluster,
+    )
     migrate(ch, log.info)
 
     async def main() -> None:
-        client = connect(url)
+        client = connect(url, cluster=settings.valkey_cluster)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -182,7 +187,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from storage.migrate import migrate
 
     settings = _settings(args)
-    ch = open_clickhouse(settings.clickhouse_url, settings.data_dir, settings.clickhouse_database)
+    ch = open_clickhouse(
+        settings.clickhouse_url,
+        settings.data_dir,
+        settings.clickhouse_database,
+        cluster=settings.clickhouse_cluster,
+    )
     try:
         applied = migrate(ch, lambda m: print(m, flush=True))
     finally:
@@ -195,7 +205,12 @@ def cmd_query(args: argparse.Namespace) -> int:
     from storage.clickhouse import open_clickhouse
 
     settings = _settings(args)
-    ch = open_clickhouse(settings.clickhouse_url, settings.data_dir, settings.clickhouse_database)
+    ch = open_clickhouse(
+        settings.clickhouse_url,
+        settings.data_dir,
+        settings.clickhouse_database,
+        cluster=settings.clickhouse_cluster,
+    )
     try:
         for row in ch.query(args.sql):
             print(json.dumps(row, default=str))

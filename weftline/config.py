@@ -102,6 +102,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CLICKHOUSE_URL", "WEFTLINE_CLICKHOUSE_URL"),
     )
     clickhouse_database: str = Field(default="weftline", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # ClickHouse cluster: when set, migrations create Replicated* local tables and
+    # Distributed tables ON CLUSTER this name (see storage/cluster_ddl.py).
+    clickhouse_cluster: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+    # Valkey cluster: talk the cluster protocol (VALKEY_URL is any one node).
+    valkey_cluster: bool = Field(
+        default=False, validation_alias=AliasChoices("VALKEY_CLUSTER", "WEFTLINE_VALKEY_CLUSTER")
+    )
+    # Streams per signal kind; >1 spreads a kind over cluster slots (shard 0 keeps the
+    # unsharded key names). Entries of one session / trace share a shard.
+    stream_shards: int = Field(default=1, ge=1, le=1024)
 
     # Valkey durability: "aof" = appendfsync everysec (the default); "waitaof" = the edge
     # answers only after WAITAOF confirms the local fsync.

@@ -24,34 +24,44 @@ from weftline.metrics import (
 )
 
 
-async def stream_stats(client: aioredis.Redis) -> dict[str, dict[str, float]]:
-    """Backlog, pending, lag, oldest-entry age and DLQ size of each stream."""
+async def stream_stats(client: aioredis.Redis, shards: int = 1) -> dict[str, dict[str, float]]:
+    """Backlog, pending, lag, oldest-entry age and DLQ size of each kind (summed over its
+    shards; the age is the oldest shard's)."""
     pipe = client.pipeline(transaction=False)
     for kind in KINDS:
-        pipe.xlen(in_stream(kind))
-        pipe.xlen(dlq_stream(kind))
-        pipe.xrange(in_stream(kind), count=1)
+        for shard in range(shards):
+            pipe.xlen(in_stream(kind, shard))
+            pipe.xlen(dlq_stream(kind, shard))
+            pipe.xrange(in_stream(kind, shard), count=1)
     raw = await pipe.execute()
     out: dict[str, dict[str, float]] = {}
     now_ms = time.time() * 1000
     for i, kind in enumerate(KINDS):
-        length, dlq, first = raw[3 * i : 3 * i + 3]
-        oldest = 0.0
-        if first:
-            first_id = first[0][0].decode() if isinstance(first[0][0], bytes) else first[0][0]
-            oldest = max(0.0, (now_ms - int(first_id.split("-")[0])) / 1000)
-        out[kind] = {"backlog": length, "dlq": dlq, "oldest_age_seconds": oldest}
-        pending = lag = 0.0
-        if length or dlq:
-            try:
-                for g in await client.xinfo_groups(in_stream(kind)):
-                    name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-                    if name == GROUP:
-                        pending = float(g.get("pending") or 0)
-                        lag = float(g.get("lag") or 0)
-            except RedisError:
-                pass
-        out[kind].update(pending=pending, lag=lag)
+        length = dlq = oldest = pending = lag = 0.0
+        for shard in range(shards):
+            base = 3 * (i * shards + shard)
+            s_len, s_dlq, first = raw[base : base + 3]
+            length += s_len
+            dlq += s_dlq
+            if first:
+                first_id = first[0][0].decode() if isinstance(first[0][0], bytes) else first[0][0]
+                oldest = max(oldest, (now_ms - int(first_id.split("-")[0])) / 1000)
+            if s_len or s_dlq:
+                try:
+                    for g in await client.xinfo_groups(in_stream(kind, shard)):
+                        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+                        if name == GROUP:
+                            pending += float(g.get("pending") or 0)
+                            lag += float(g.get("lag") or 0)
+                except RedisError:
+                    pass
+        out[kind] = {
+            "backlog": length,
+            "dlq": dlq,
+            "oldest_age_seconds": oldest,
+            "pending": pending,
+            "lag": lag,
+        }
     return out
 
 
@@ -70,7 +80,7 @@ class Ops:
         try:
             await self.client.ping()
             checks["valkey"] = "ok"
-            stats = await stream_stats(self.client)
+            stats = await stream_stats(self.client, self.settings.stream_shards)
             for kind, s in stats.items():
                 budget = getattr(self.settings.backlog_budget, kind)
                 if s["backlog"] >= budget:
@@ -92,7 +102,8 @@ class Ops:
 
     async def metrics(self, request: Request) -> Response:
         try:
-            for kind, s in (await stream_stats(self.client)).items():
+            shards = self.settings.stream_shards
+            for kind, s in (await stream_stats(self.client, shards)).items():
                 STREAM_LENGTH.labels(kind).set(s["backlog"])
                 STREAM_PENDING.labels(kind).set(s["pending"])
                 STREAM_LAG.labels(kind).set(s["lag"])

@@ -46,16 +46,20 @@ def build_consumers(
     opts = consumer_options(settings)
     out = []
     for h in handlers(settings, ch, client):
-        for n in range(settings.workers_per_stream):
-            out.append(StreamConsumer(client, h, f"{base}-{h.kind}-{n}", opts))
+        for shard in range(settings.stream_shards):
+            suffix = f"-s{shard}" if settings.stream_shards > 1 else ""
+            for n in range(settings.workers_per_stream):
+                out.append(
+                    StreamConsumer(client, h, f"{base}-{h.kind}{suffix}-{n}", opts, shard=shard)
+                )
     return out
 
 
 async def run_consumers(consumers: list[StreamConsumer], stop: asyncio.Event) -> None:
     # A handler may have a periodic job (e.g. closing idle sessions): one per handler.
-    jobs = {
-        id(c.handler): c.handler.background(stop)
-        for c in consumers
-        if hasattr(c.handler, "background")
-    }
+    # (Several consumers share a handler when streams are sharded or workers_per_stream > 1.)
+    jobs = {}
+    for c in consumers:
+        if hasattr(c.handler, "background") and id(c.handler) not in jobs:
+            jobs[id(c.handler)] = c.handler.background(stop)
     await asyncio.gather(*(c.run(stop) for c in consumers), *jobs.values())
