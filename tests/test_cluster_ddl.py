@@ -29,6 +29,15 @@ def test_every_migration_has_a_cluster_form_that_parses(chdb_session):
         if (m := re.match(r"CREATE TABLE IF NOT EXISTS weftline\.(\w+) ON CLUSTER", s))
     }
     assert {"agent_events", "agent_events_local", "spans", "spans_local"} <= tables
+    # Tables written by worker batches carry a dedup window; the cluster form must keep it.
+    windowed = {
+        m.group(1)
+        for mig in load_migrations()
+        for st in mig.statements
+        if "non_replicated_deduplication_window" in st
+        and (m := re.search(r"CREATE TABLE IF NOT EXISTS \$\{db\}\.(\w+)", st))
+    }
+    assert {"agent_events", "spans"} <= windowed
     views = 0
     for _name, s in stmts:
         if s.startswith(("CREATE MATERIALIZED VIEW", "INSERT INTO")):
@@ -50,7 +59,8 @@ def test_every_migration_has_a_cluster_form_that_parses(chdb_session):
             assert not re.search(r"weftline\.(?!\w+_local\b)\w+", text.split(" AS ", 1)[1])
         elif "Distributed(" not in s:
             assert re.search(r"ENGINE = Replicated\w*MergeTree\('/clickhouse/tables/", text)
-            assert "replicated_deduplication_window" in text
+            name = re.search(r"weftline\.(\w+?)(?:_local)? ON CLUSTER", text).group(1)
+            assert ("replicated_deduplication_window" in text) == (name in windowed), name
             assert "non_replicated" not in text
         else:
             assert "ENGINE = Distributed(" in text and "sipHash64(" in text
