@@ -47,7 +47,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    if not (PAGE_DIR / "node_modules" / ".bin" / "esbuild").exists():
+    installed = PAGE_DIR / "node_modules"
+    if not all((installed / p).exists() for p in (".bin/esbuild", "@xyflow/react")):
         subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund"], cwd=PAGE_DIR, check=True, timeout=300
         )
@@ -58,6 +59,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> bytes:
             "page.js",
             "--bundle",
             "--format=iife",
+            "--loader:.css=text",
+            "--define:process.env.NODE_ENV='production'",
             f"--outfile={out}",
             "--log-level=warning",
         ],
@@ -135,8 +138,32 @@ class Run:
 def open_session(browser: Any, site: str, query: dict[str, str], label: str) -> Any:
     context = browser.new_context()  # its own storage: its own tracker session
     page = context.new_page()
+    # Anything the page complains about, except the error thrown on purpose; HTTP
+    # failures are judged from the responses below (the checkout's 500 is expected).
     page.problems = []  # type: ignore[attr-defined]
-    page.on("console", lambda m: page.problems.append(m.text) if "CORS" in m.text else None)
+    page.on(
+        "console",
+        lambda m: (
+            page.problems.append(f"{m.type}: {m.text}")
+            if m.type in ("error", "warning")
+            and "price is not a number" not in m.text
+            and not m.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    # The tracker cancels the body of each answered batch, which Chromium reports as a
+    # failed request after the response: only requests never answered count.
+    page.answered = set()  # type: ignore[attr-defined]
+    page.failed = []  # type: ignore[attr-defined]
+    page.on(
+        "response",
+        lambda r: (
+            page.answered.add(r.url)
+            if r.status < 400 or "/api/checkout" in r.url
+            else page.problems.append(f"{r.status} {r.url}")
+        ),
+    )
+    page.on("requestfailed", lambda r: page.failed.append((r.url, r.failure)))
     page.goto(f"{site}/?{urlencode({**query, 'label': label})}")
     page.wait_for_function("window.started !== undefined", timeout=20_000)
     started = page.evaluate("window.started")
@@ -158,7 +185,7 @@ def finish(page: Any, label: str) -> Run:
         trace_id=checkout["body"]["trace_id"],
         backend_event_id=checkout["body"]["event_id"],
         browser_event_id=browser_errors[0]["id"],
-        problems=page.problems,
+        problems=page.problems + [f"{u} {f}" for u, f in page.failed if u not in page.answered],
     )
     page.context.close()
     return run
@@ -205,7 +232,7 @@ def test_session_timeline_correlates_every_signal(settings, valkey, ch, serve, h
                 b = open_session(browser, site, query, "B")
                 # Interleaved, so both sessions' signals are in flight at the same time.
                 for selector, done in (
-                    ("#node", "window.canvasPosted === 202"),
+                    (".react-flow__node[data-id^=planner]", "window.canvasPosted === 202"),
                     ("#checkout", "window.checkout !== undefined"),
                 ):
                     for page in (a, b):
@@ -359,10 +386,13 @@ def check_timeline(doc: dict[str, Any], run: Run, backend_url: str) -> None:
     assert traces[sentry_trace] == links.REASON_SENTRY_TRACE
     assert set(traces) == {run.trace_id, sentry_trace}
 
-    # Within one source the order is the order things happened.
-    tracker = [i["title"] for i in items if i["source"] == "replay"]
-    assert tracker.index("click Checkout") < tracker.index(net["title"])
-    assert tracker.index("click Checkout") < tracker.index("click Crash")
+    # Within one source the order is the order things happened. The tracker stamps a
+    # click after the app's own handler ran, so the fetch it started may come first.
+    tracker = [i for i in items if i["source"] == "replay"]
+    click = next(i for i in tracker if i["title"] == "click Checkout")
+    crash = next(i for i in tracker if i["title"] == "click Crash")
+    assert abs(iso_ms(net["ts"]) - iso_ms(click["ts"])) < 1000
+    assert tracker.index(click) < tracker.index(crash)
     assert iso_ms(browser_span["ts"]) <= iso_ms(server["ts"])
 
 
@@ -381,3 +411,11 @@ def check_isolation(doc: dict[str, Any], run: Run, other: Run) -> None:
         assert foreign not in text, foreign
     assert run.trace_id in {t["trace_id"] for t in doc["traces"]}
     assert other.trace_id not in {t["trace_id"] for t in doc["traces"]}
+    items = doc["items"]
+    assert {i["ref"]["trace_id"] for i in items if i["kind"] == "span"} == {run.trace_id}
+    assert {i["ref"]["event_id"] for i in items if i["kind"] == "error"} == {
+        run.browser_event_id,
+        run.backend_event_id,
+    }
+    canvas = [i for i in items if i["source"] == "agent"]
+    assert all(i["detail"]["session_id"] == run.session_id for i in canvas)

@@ -1,8 +1,9 @@
 // One app page with the three unmodified browser clients side by side, wired the way an
 // app wires them: the OpenReplay tracker records the session, @sentry/browser reports
 // errors tagged with the tracker's session id, and the OpenTelemetry web SDK traces
-// fetches (traceparent to the backend, session.id on each span). Configuration comes
-// from the query string: weftline, key, dsn, backend, label.
+// fetches (traceparent to the backend, session.id on each span); a React Flow canvas
+// reports node clicks as canvas events. Configuration comes from the query string:
+// weftline, key, dsn, backend, label.
 import Tracker from '@openreplay/tracker';
 import * as Sentry from '@sentry/browser';
 import { WebTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-web';
@@ -10,6 +11,10 @@ import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { FetchInstrumentation } from '@opentelemetry/instrumentation-fetch';
 import { registerInstrumentations } from '@opentelemetry/instrumentation';
 import { resourceFromAttributes } from '@opentelemetry/resources';
+import { createElement as h } from 'react';
+import { createRoot } from 'react-dom/client';
+import { ReactFlow } from '@xyflow/react';
+import flowCss from '@xyflow/react/dist/style.css'; // bundled as text (--loader:.css=text)
 
 const q = new URLSearchParams(location.search);
 const weftline = q.get('weftline');
@@ -64,21 +69,35 @@ registerInstrumentations({
   ],
 });
 
-// React Flow's onNodeClick → the app's own canvas event, tied to the tracker session.
-document.getElementById('node').addEventListener('click', async () => {
+// A React Flow canvas of the agent workflow; a node click becomes the app's own canvas
+// event, tied to the tracker session.
+const style = document.createElement('style');
+style.textContent = flowCss;
+document.head.appendChild(style);
+
+async function onNodeClick(_event, node) {
   const r = await fetch(weftline + '/api/v1/events', {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'x-weftline-key': key },
     body: JSON.stringify({
       type: 'visualization_interaction',
       action: 'node_click',
-      node_id: 'planner-' + label,
-      node_type: 'agent',
+      node_id: node.id,
+      node_type: node.type || 'default',
       session_id: tracker.getSessionID(),
     }),
   });
   window.canvasPosted = r.status;
-});
+}
+
+const nodes = [
+  { id: 'planner-' + label, position: { x: 40, y: 40 }, data: { label: 'Planner node' } },
+  { id: 'coder-' + label, position: { x: 260, y: 40 }, data: { label: 'Coder node' } },
+];
+const edges = [{ id: 'e1', source: nodes[0].id, target: nodes[1].id }];
+createRoot(document.getElementById('canvas')).render(
+  h(ReactFlow, { nodes, edges, onNodeClick, fitView: false, proOptions: { hideAttribution: true } }),
+);
 
 document.getElementById('checkout').addEventListener('click', async () => {
   const r = await fetch(backend + '/api/checkout?cart=' + label);
