@@ -135,8 +135,12 @@ class Run:
     problems: list[str]
 
 
-def open_session(browser: Any, site: str, query: dict[str, str], label: str) -> Any:
+def open_session(
+    browser: Any, site: str, query: dict[str, str], label: str, clock_offset_s: float = 0
+) -> Any:
     context = browser.new_context()  # its own storage: its own tracker session
+    if clock_offset_s:  # the device's clock is off: Date, performance and timers
+        context.clock.install(time=time.time() + clock_offset_s)
     page = context.new_page()
     # Anything the page complains about, except the error thrown on purpose; HTTP
     # failures are judged from the responses below (the checkout's 500 is expected).
@@ -191,6 +195,19 @@ def finish(page: Any, label: str) -> Run:
     return run
 
 
+def act(pages: list[Any]) -> None:
+    """Click the canvas node, the checkout button and the crash button on every page."""
+    for selector, done in (
+        (".react-flow__node[data-id^=planner]", "window.canvasPosted === 202"),
+        ("#checkout", "window.checkout !== undefined"),
+        ("#crash", "window.sentEvents.length > 0"),
+    ):
+        for page in pages:
+            page.click(selector)
+        for page in pages:
+            page.wait_for_function(done, timeout=15_000)
+
+
 def api(http: httpx.Client, base: str, token: str, path: str) -> Any:
     r = http.get(f"{base}/api/v1/{path}", headers={"authorization": f"Bearer {token}"})
     return r.json() if r.status_code == 200 else None
@@ -230,19 +247,7 @@ def test_session_timeline_correlates_every_signal(settings, valkey, ch, serve, h
             try:
                 a = open_session(browser, site, query, "A")
                 b = open_session(browser, site, query, "B")
-                # Interleaved, so both sessions' signals are in flight at the same time.
-                for selector, done in (
-                    (".react-flow__node[data-id^=planner]", "window.canvasPosted === 202"),
-                    ("#checkout", "window.checkout !== undefined"),
-                ):
-                    for page in (a, b):
-                        page.click(selector)
-                    for page in (a, b):
-                        page.wait_for_function(done, timeout=15_000)
-                for page in (a, b):
-                    page.click("#crash")
-                for page in (a, b):
-                    page.wait_for_function("window.sentEvents.length > 0", timeout=15_000)
+                act([a, b])  # interleaved: both sessions' signals in flight together
                 run_a, run_b = finish(a, "A"), finish(b, "B")
             finally:
                 browser.close()
@@ -419,3 +424,58 @@ def check_isolation(doc: dict[str, Any], run: Run, other: Run) -> None:
     }
     canvas = [i for i in items if i["source"] == "agent"]
     assert all(i["detail"]["session_id"] == run.session_id for i in canvas)
+
+
+def test_device_clock_off_by_30s_still_one_browser_error(
+    settings, valkey, ch, serve, http, site
+) -> None:
+    """The tracker's clock is aligned to the server's at session start; the Sentry SDK
+    reports the device's own (Weftline corrects it only past MAX_DRIFT_S): the same
+    error seen by both is still one item, placed where the tracker saw it."""
+    from playwright.sync_api import sync_playwright
+
+    from enrich.sentry import MAX_DRIFT_S
+
+    offset = -30.0
+    assert 10 < abs(offset) < MAX_DRIFT_S  # past the merge window, short of correction
+    settings.openreplay.token_secret = "s" * 40
+    app = serve(settings, valkey.url, ch=ch)
+    project = settings.projects[0]
+    dsn = f"http://{project.public_key}@127.0.0.1:{app.port}/{project.id}"
+    backend, backend_url = start_backend(app.url, project.public_key, dsn)
+    query = {"weftline": app.url, "key": project.public_key, "dsn": dsn, "backend": backend_url}
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = open_session(browser, site, query, "C", clock_offset_s=offset)
+                skew = page.evaluate("Date.now()") / 1000 - time.time()
+                assert abs(skew - offset) < 5, skew
+                act([page])
+                run = finish(page, "C")
+            finally:
+                browser.close()
+    finally:
+        backend.terminate()
+        backend.wait(10)
+    assert run.problems == []
+
+    token = project.query_token
+    doc = wait_for(
+        lambda: (
+            (d := api(http, app.url, token, f"sessions/{run.session_id}"))
+            and complete(d, run)
+            and d
+        ),
+        timeout=40,
+        interval=0.3,
+    )
+    check_timeline(doc, run, backend_url)
+    items = doc["items"]
+    merged = next(i for i in items if i["source"] == "replay+sentry")
+    crash = next(i for i in items if i["title"] == "click Crash")
+    assert abs(iso_ms(merged["ts"]) - iso_ms(crash["ts"])) < 2000
+    # The SDK's own timestamp really is the device's, half a minute behind.
+    event = api(http, app.url, token, f"errors/{run.browser_event_id}")["event"]
+    behind = iso_ms(merged["detail"]["received_at"]) - iso_ms(event["timestamp"])
+    assert 25_000 < behind < 40_000, behind
