@@ -158,6 +158,7 @@ def error_items(rows: list[dict[str, Any]], reasons: dict[str, str]) -> list[Ite
                     "platform": e["platform"],
                     "release": e["release"],
                     "handled": e["handled"],
+                    "received_at": _ts(e["received_at"]),
                 },
                 ref={
                     "event_id": e["event_id"],
@@ -178,7 +179,12 @@ def _ms(iso: str) -> float:
 
 def merge_duplicate_errors(items: list[Item]) -> list[Item]:
     """A JS exception the tracker saw and the Sentry event of the same error (same type
-    and message within a few seconds) become one item with both sources."""
+    and message within a few seconds) become one item with both sources.
+
+    The tracker's clock is aligned to the server's at session start; the SDK's event
+    timestamp is the device's own (corrected only past a large drift), so a device clock
+    a few tens of seconds off would keep the two apart: the event's arrival time, on the
+    server's clock, counts as well, and the merged item keeps the tracker's time."""
     tracker = [i for i in items if i.source == "replay" and i.kind == "error"]
     drop: set[int] = set()
     for s in (i for i in items if i.source == "sentry" and i.kind == "error"):
@@ -188,10 +194,11 @@ def merge_duplicate_errors(items: list[Item]) -> list[Item]:
             same = (t.detail.get("name") or "Error") == s.detail["type"] and (
                 t.detail.get("value") or ""
             ) == (s.detail["value"] or "")
-            if same and abs(_ms(t.ts) - _ms(s.ts)) <= MERGE_WINDOW_MS:
+            near = min(abs(_ms(t.ts) - _ms(s.ts)), abs(_ms(t.ts) - _ms(s.detail["received_at"])))
+            if same and near <= MERGE_WINDOW_MS:
                 s.source = "replay+sentry"
                 s.reason = f"{s.reason}; tracker saw the same {s.detail['type']}"
-                s.ts = min(s.ts, t.ts)
+                s.ts = t.ts
                 s.ref["tracker_event_uid"] = t.ref.get("event_uid", "")
                 drop.add(id(t))
                 break

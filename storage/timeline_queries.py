@@ -90,7 +90,7 @@ def recent_sessions(
 
 
 ERROR_COLUMNS = (
-    "event_id, group_id, timestamp, level, platform, title, culprit, message,"
+    "event_id, group_id, timestamp, received_at, level, platform, title, culprit, message,"
     " exception_types, exception_values, handled, trace_id, openreplay_session_id, user_id,"
     " release, environment, server_name, sdk_name, transaction"
 )
