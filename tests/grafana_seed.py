@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -379,7 +380,8 @@ def error_specs() -> list[ErrorSpec]:
 def error_envelope(spec: ErrorSpec, k: int, at: datetime) -> tuple[str, bytes]:
     from enrich.sentry_envelope import serialize_envelope
 
-    event_id = secrets.token_hex(16)
+    # Stable ids: building the entries again is the SDK resending the same events.
+    event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"weftline-seed:{spec.key}:{k}").hex
     event = {
         "event_id": event_id,
         "timestamp": at.timestamp(),
