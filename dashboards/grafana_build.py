@@ -29,7 +29,14 @@ PROM = {"type": "prometheus", "uid": PROMETHEUS_UID}
 # Panels filter by the project variable; "All" drops the condition entirely.
 PROJECT = "$__conditionalAll(project_id IN ($project), $project)"
 SERVICE = "$__conditionalAll(service_name IN ($service), $service)"
+RELEASE = "$__conditionalAll(release IN ($release), $release)"
+ENVIRONMENT = "$__conditionalAll(environment IN ($environment), $environment)"
 QUANTILES = "quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)"
+# replay_events_1m keeps p75 too: the Core Web Vitals are judged at the 75th percentile.
+WEB_QUANTILES = "quantilesTDigestMerge(0.5, 0.75, 0.95, 0.99)"
+WEB_QUANTILES_IF = "quantilesTDigestMergeIf(0.5, 0.75, 0.95, 0.99)"
+# "Good" thresholds of the Core Web Vitals (web.dev), the default budgets.
+VITAL_BUDGETS = {"LCP": 2500, "INP": 200, "CLS": 0.1, "TTFB": 800}
 
 
 @dataclass
@@ -209,6 +216,10 @@ def project_variable() -> dict[str, Any]:
             SELECT project_id FROM ${db}.agent_events_1m WHERE $__timeFilter(minute)
             UNION ALL
             SELECT project_id FROM ${db}.spans_1m WHERE $__timeFilter(minute)
+            UNION ALL
+            SELECT project_id FROM ${db}.replay_events_1m WHERE $__timeFilter(minute)
+            UNION ALL
+            SELECT project_id FROM ${db}.sentry_errors_1m WHERE $__timeFilter(minute)
         ) ORDER BY 1
         """,
     )
@@ -220,6 +231,30 @@ def service_variable() -> dict[str, Any]:
         "Service",
         """
         SELECT DISTINCT service_name FROM ${db}.spans_1m
+        WHERE $__timeFilter(minute) AND project_id IN ($project)
+        ORDER BY 1
+        """,
+    )
+
+
+def release_variable() -> dict[str, Any]:
+    return query_variable(
+        "release",
+        "Release",
+        """
+        SELECT DISTINCT release FROM ${db}.sentry_errors_1m
+        WHERE $__timeFilter(minute) AND project_id IN ($project)
+        ORDER BY 1
+        """,
+    )
+
+
+def environment_variable() -> dict[str, Any]:
+    return query_variable(
+        "environment",
+        "Environment",
+        """
+        SELECT DISTINCT environment FROM ${db}.sentry_errors_1m
         WHERE $__timeFilter(minute) AND project_id IN ($project)
         ORDER BY 1
         """,
@@ -602,6 +637,37 @@ def overview_dashboard() -> Dashboard:
         h=4,
     )
     d.sql(
+        "stat",
+        "Errors (Sentry)",
+        f"SELECT uniqMerge(events) AS errors FROM ${{db}}.sentry_errors_1m WHERE {agent_where}",
+        w=8,
+        h=4,
+    )
+    d.sql(
+        "stat",
+        "New issues",
+        f"""
+        SELECT count() AS new_issues FROM (
+            SELECT project_id, group_id FROM ${{db}}.sentry_groups
+            WHERE {PROJECT}
+            GROUP BY project_id, group_id
+            HAVING $__timeFilter(min(first_seen))
+        )
+        """,
+        w=8,
+        h=4,
+    )
+    d.sql(
+        "stat",
+        "Sessions (OpenReplay)",
+        f"""
+        SELECT uniqExact(session_id) AS sessions FROM ${{db}}.replay_sessions
+        WHERE $__timeFilter(started_at) AND {PROJECT}
+        """,
+        w=8,
+        h=4,
+    )
+    d.sql(
         "timeseries",
         "Stored per second by signal",
         f"""
@@ -811,8 +877,351 @@ def pipeline_dashboard() -> Dashboard:
     return d
 
 
+def _budget_sql() -> str:
+    pairs = ", ".join(f"name = '{k}', {v}" for k, v in VITAL_BUDGETS.items())
+    return f"multiIf({pairs}, NULL)"
+
+
+def web_dashboard() -> Dashboard:
+    d = Dashboard(
+        "weftline-web",
+        "Weftline · Sessions & web vitals",
+        "OpenReplay tracker sessions: browsers and OSes, web vitals and page load, top "
+        "pages, rage and dead clicks (the tracker's own heuristics).",
+    )
+    d.variables = [db_variable(), project_variable()]
+    sessions = f"""
+        FROM ${{db}}.replay_sessions
+        WHERE $__timeFilter(started_at) AND {PROJECT}
+    """
+    ev = f"FROM ${{db}}.replay_events_1m WHERE $__timeFilter(minute) AND {PROJECT}"
+    d.row("Sessions")
+    d.sql(
+        "stat",
+        "Sessions",
+        f"SELECT uniqExact(session_id) AS sessions {sessions}",
+        w=4,
+        h=4,
+        description="Sessions started in the time range. A session row is rewritten when it "
+        "ends, so sessions are counted by id, never by row.",
+    )
+    d.sql(
+        "stat",
+        "Page views",
+        f"SELECT uniqMerge(events) AS page_views {ev} AND kind = 'page'",
+        w=4,
+        h=4,
+    )
+    d.sql(
+        "stat",
+        "Sessions with rage clicks",
+        f"""
+        SELECT uniqMerge(sessions) / nullIf(
+                   (SELECT uniqExact(session_id) {sessions}), 0) AS share
+        {ev} AND kind = 'issue' AND name = 'click_rage'
+        """,
+        w=4,
+        h=4,
+        unit="percentunit",
+    )
+    d.sql(
+        "timeseries",
+        "Sessions started",
+        f"""
+        SELECT $__timeInterval(started_at) AS time, uniqExact(session_id) AS sessions
+        {sessions}
+        GROUP BY time ORDER BY time
+        """,
+        w=12,
+        h=4,
+        custom=BARS,
+    )
+    for title, col in (
+        ("Sessions by browser", "browser"),
+        ("Sessions by OS", "os"),
+        ("Sessions by device type", "device_type"),
+    ):
+        d.sql(
+            "piechart",
+            title,
+            f"""
+            SELECT {col}, uniqExact(session_id) AS sessions
+            {sessions}
+            GROUP BY {col} ORDER BY sessions DESC
+            LIMIT 12
+            """,
+            w=8,
+            options={"reduceOptions": {"values": True, "calcs": ["lastNotNull"]}},
+        )
+
+    d.row("Web vitals and page load")
+    d.sql(
+        "table",
+        "Web vitals",
+        f"""
+        SELECT name AS vital, events, q[1] AS p50, q[2] AS p75, q[3] AS p95, budget,
+               if(q[2] <= budget, 'good', 'over budget') AS p75_rating
+        FROM (
+            SELECT name, uniqMerge(events) AS events, {WEB_QUANTILES}(value_q) AS q,
+                   {_budget_sql()} AS budget
+            {ev} AND kind = 'web_vital'
+            GROUP BY name
+        )
+        ORDER BY vital
+        """,
+        w=12,
+        description="LCP, INP and TTFB in ms, CLS unitless, as the tracker's web-vitals "
+        "library reports them. Budgets: the 'good' thresholds of the Core Web Vitals.",
+    )
+    d.sql(
+        "timeseries",
+        "LCP, INP and TTFB p75",
+        f"""
+        SELECT time, name, q[2] AS p75 FROM (
+            SELECT $__timeInterval(minute) AS time, name, {WEB_QUANTILES}(value_q) AS q
+            {ev} AND kind = 'web_vital' AND name IN ('LCP', 'INP', 'TTFB')
+            GROUP BY time, name
+        ) ORDER BY time
+        """,
+        w=12,
+        unit="ms",
+    )
+    d.sql(
+        "timeseries",
+        "Page load time (loadEventEnd)",
+        f"""
+        SELECT time, q[1] AS p50, q[2] AS p75, q[3] AS p95 FROM (
+            SELECT $__timeInterval(minute) AS time, {WEB_QUANTILES}(value_q) AS q
+            {ev} AND kind = 'performance' AND name = 'page_load'
+            GROUP BY time
+        ) ORDER BY time
+        """,
+        w=12,
+        unit="ms",
+    )
+    d.sql(
+        "timeseries",
+        "CLS p75",
+        f"""
+        SELECT time, q[2] AS cls_p75 FROM (
+            SELECT $__timeInterval(minute) AS time, {WEB_QUANTILES}(value_q) AS q
+            {ev} AND kind = 'web_vital' AND name = 'CLS'
+            GROUP BY time
+        ) ORDER BY time
+        """,
+        w=12,
+    )
+
+    d.row("Pages and frustration")
+    d.sql(
+        "table",
+        "Top pages",
+        f"""
+        SELECT page, views, sessions, load_q[2] AS load_p75_ms, lcp_q[2] AS lcp_p75_ms,
+               rage_clicks, dead_clicks
+        FROM (
+            SELECT page,
+                   uniqMergeIf(events, kind = 'page') AS views,
+                   uniqMergeIf(sessions, kind = 'page') AS sessions,
+                   {WEB_QUANTILES_IF}(value_q, kind = 'performance' AND name = 'page_load')
+                       AS load_q,
+                   {WEB_QUANTILES_IF}(value_q, kind = 'web_vital' AND name = 'LCP') AS lcp_q,
+                   uniqMergeIf(events, kind = 'issue' AND name = 'click_rage') AS rage_clicks,
+                   uniqMergeIf(events, kind = 'issue' AND name = 'dead_click') AS dead_clicks
+            {ev}
+            GROUP BY page
+        )
+        WHERE views > 0
+        ORDER BY views DESC, page
+        LIMIT 25
+        """,
+        w=24,
+        h=9,
+        description="Pages by URL path. Load time and LCP are measured on the page where "
+        "the tracker reported them.",
+    )
+    d.sql(
+        "timeseries",
+        "Rage clicks, dead clicks, mouse thrashing",
+        f"""
+        SELECT $__timeInterval(minute) AS time, name, uniqMerge(events) AS events
+        {ev} AND kind = 'issue' AND name IN ('click_rage', 'dead_click', 'mouse_thrashing')
+        GROUP BY time, name ORDER BY time
+        """,
+        w=12,
+        custom=BARS,
+        description="Detected by the tracker: click_rage = 3+ clicks on one label, each "
+        "under 300 ms apart; dead_click = a click with no DOM or page change in 1.2 s.",
+    )
+    d.sql(
+        "table",
+        "Pages with the most frustration",
+        f"""
+        SELECT page, name AS signal, uniqMerge(events) AS events,
+               uniqMerge(sessions) AS sessions
+        {ev} AND kind = 'issue' AND name IN ('click_rage', 'dead_click', 'mouse_thrashing')
+        GROUP BY page, name
+        ORDER BY events DESC, page, signal
+        LIMIT 25
+        """,
+        w=12,
+    )
+    return d
+
+
+def errors_dashboard() -> Dashboard:
+    d = Dashboard(
+        "weftline-errors",
+        "Weftline · Errors",
+        "Sentry errors grouped into issues: new issues, top issues, error rate by release, "
+        "regressions (a resolved issue with an event received after it was resolved).",
+    )
+    d.variables = [db_variable(), project_variable(), release_variable(), environment_variable()]
+    where = f"$__timeFilter(minute) AND {PROJECT} AND {RELEASE} AND {ENVIRONMENT}"
+    errors = f"FROM ${{db}}.sentry_errors_1m WHERE {where}"
+    # Issue figures over all time, per environment; first_seen is global, like the
+    # issues API, so "new" means first seen anywhere in the chosen environments.
+    groups = f"""
+        SELECT project_id, group_id,
+               min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+               max(last_received) AS last_received,
+               argMinMerge(first_release) AS first_release,
+               argMaxMerge(title) AS title, argMaxMerge(culprit) AS culprit,
+               argMaxMerge(level) AS level, uniqMerge(events) AS events_total,
+               groupUniqArray(environment) AS environments
+        FROM ${{db}}.sentry_groups
+        WHERE {PROJECT} AND {ENVIRONMENT}
+        GROUP BY project_id, group_id
+    """
+    status = """
+        SELECT project_id, group_id, status, updated_at
+        FROM ${db}.sentry_issue_status FINAL
+    """
+    regressed = f"""
+        SELECT g.project_id AS project_id, g.group_id AS group_id, g.title AS title,
+               g.culprit AS culprit, st.updated_at AS resolved_at,
+               g.last_received AS last_received, g.last_seen AS last_seen
+        FROM ({groups}) AS g
+        INNER JOIN ({status}) AS st
+            ON g.project_id = st.project_id AND g.group_id = st.group_id
+        WHERE st.status = 'resolved' AND g.last_received > st.updated_at
+          AND $__timeFilter(g.last_seen)
+    """
+    d.sql("stat", "Errors", f"SELECT uniqMerge(events) AS errors {errors}", w=5, h=4)
+    d.sql(
+        "stat",
+        "Issues seen",
+        f"SELECT uniqExact(group_id) AS issues {errors}",
+        w=5,
+        h=4,
+    )
+    d.sql(
+        "stat",
+        "New issues",
+        f"SELECT count() AS new_issues FROM ({groups}) WHERE $__timeFilter(first_seen)",
+        w=5,
+        h=4,
+    )
+    d.sql(
+        "stat",
+        "Regressed issues",
+        f"SELECT count() AS regressed FROM ({regressed})",
+        w=5,
+        h=4,
+    )
+    d.sql(
+        "stat",
+        "Users affected",
+        f"SELECT uniqMerge(users) AS users {errors}",
+        w=4,
+        h=4,
+    )
+    d.sql(
+        "timeseries",
+        "Errors per minute by release",
+        f"""
+        SELECT $__timeInterval(minute) AS time, release,
+               uniqMerge(events) / greatest($__interval_s / 60, 1) AS errors_per_minute
+        {errors}
+        GROUP BY time, release ORDER BY time
+        """,
+        w=16,
+        custom=BARS,
+    )
+    d.sql(
+        "bargauge",
+        "Errors by release",
+        f"""
+        SELECT release, uniqMerge(events) AS errors, uniqMerge(users) AS users
+        {errors}
+        GROUP BY release ORDER BY errors DESC
+        LIMIT 15
+        """,
+        w=8,
+        options={
+            "orientation": "horizontal",
+            "reduceOptions": {"values": True, "calcs": ["lastNotNull"]},
+        },
+    )
+    d.sql(
+        "table",
+        "Top issues",
+        f"""
+        SELECT e.group_id AS issue, g.title AS title, g.culprit AS culprit, g.level AS level,
+               e.errors AS errors, e.users AS users, e.releases AS releases,
+               g.first_seen AS first_seen, g.last_seen AS last_seen
+        FROM (
+            SELECT project_id, group_id, uniqMerge(events) AS errors,
+                   uniqMerge(users) AS users, groupUniqArray(release) AS releases
+            {errors}
+            GROUP BY project_id, group_id
+        ) AS e
+        LEFT JOIN ({groups}) AS g ON e.project_id = g.project_id AND e.group_id = g.group_id
+        ORDER BY errors DESC, issue
+        LIMIT 25
+        """,
+        w=24,
+        h=9,
+    )
+    d.sql(
+        "table",
+        "Issues first seen in range",
+        f"""
+        SELECT group_id AS issue, title, culprit, first_seen, first_release, environments,
+               events_total AS errors
+        FROM ({groups})
+        WHERE $__timeFilter(first_seen)
+        ORDER BY first_seen DESC
+        LIMIT 50
+        """,
+        w=12,
+        description="Issues whose first event (in the chosen environments) is in the time range.",
+    )
+    d.sql(
+        "table",
+        "Regressions",
+        f"""
+        SELECT group_id AS issue, title, resolved_at, last_seen
+        FROM ({regressed})
+        ORDER BY last_seen DESC
+        LIMIT 50
+        """,
+        w=12,
+        description="Resolved issues that received an event after they were resolved; "
+        "they read as unresolved (regressed) in Weftline's issues API.",
+    )
+    return d
+
+
 def all_dashboards() -> list[Dashboard]:
-    return [overview_dashboard(), agents_dashboard(), traces_dashboard(), pipeline_dashboard()]
+    return [
+        overview_dashboard(),
+        web_dashboard(),
+        errors_dashboard(),
+        agents_dashboard(),
+        traces_dashboard(),
+        pipeline_dashboard(),
+    ]
 
 
 DATASOURCES_YAML = """\

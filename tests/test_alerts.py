@@ -23,7 +23,15 @@ from dashboards.grafana_macros import TimeRange, expand_alert_query
 from storage.keys import dlq_stream, in_stream
 from tests.alert_receiver import Receiver
 from tests.conftest import REPO, run_weftline, wait_for, weftline_env
-from tests.grafana_seed import NOW, iso, seed_agents, seed_spans, store_agent_events
+from tests.grafana_seed import (
+    NOW,
+    iso,
+    seed_agents,
+    seed_replay,
+    seed_sentry,
+    seed_spans,
+    store_agent_events,
+)
 from weftline.config import Settings, WebhookConfig
 from weftline.metrics import ACCEPTED, REJECTED
 
@@ -59,13 +67,16 @@ def test_rule_files_load_and_compile_for_grafana() -> None:
     tables = migrated_tables()
     for r in rules_:
         assert len(r.uid) <= 40
-        if not r.optional:
-            assert set(r.tables) <= tables, r.name
+        # Every table a starter rule reads is migrated now: none may be skipped.
+        assert not r.optional and set(r.tables) <= tables, r.name
     doc, left_out = compile_rules(rules_, Settings())
-    assert set(left_out) == {r.name for r in rules_ if not set(r.tables) <= tables}
-    assert left_out and all(RULES[n].optional for n in left_out)
+    assert left_out == []
+    optional = dataclasses.replace(
+        RULES["error_rate_spike"], name="future", optional=True, tables=("not_yet",)
+    )
+    assert compile_rules([*rules_, optional], Settings())[1] == ["future"]
     compiled = [rule for g in doc["groups"] for rule in g["rules"]]
-    assert len(compiled) == len(rules_) - len(left_out)
+    assert len(compiled) == len(rules_)
     for rule in compiled:
         refs = {q["refId"] for q in rule["data"]}
         assert rule["condition"] in refs
@@ -105,6 +116,8 @@ def test_every_sql_rule_runs_on_the_seeded_schema(ch, vk, valkey) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     seed_agents(ch, now)
     seed_spans(ch, now)
+    seed_replay(ch, now)
+    groups = seed_sentry(ch, now)
     client = aioredis.Redis.from_url(valkey.url)
     loop = AlertLoop(alert_settings(), [], ch, client)
 
@@ -119,9 +132,6 @@ def test_every_sql_rule_runs_on_the_seeded_schema(ch, vk, valkey) -> None:
     outcomes = asyncio.run(run())
     for name, out in outcomes.items():
         rule = RULES[name]
-        if rule.optional and not set(rule.tables) <= migrated_tables():
-            assert out.status == "skipped" and "missing tables" in out.detail
-            continue
         assert out.status == "ok", (name, out.error)
         # Grafana turns table rows into series: one numeric `value`, string labels.
         sql = expand_alert_query(rule.sql_for(ch.database), TimeRange.last(rule.window_s))
@@ -140,6 +150,25 @@ def test_every_sql_rule_runs_on_the_seeded_schema(ch, vk, valkey) -> None:
     }
     assert {lb["hitl_id"] for lb, _ in outcomes["hitl_unanswered"].breaching} == {"q4", "q5"}
     assert outcomes["span_p95_latency"].samples
+
+    # Errors: project 1 had 12 errors in the last 5 min (issue B) against 35 in the
+    # 55 min before (A and C): 12 / (35 / 11) = 3.77x.
+    spike = outcomes["error_rate_spike"]
+    assert [lb["project"] for lb, _ in spike.breaching] == ["1"]
+    assert spike.breaching[0][1] == pytest.approx(12 / (35 / 11))
+    new = outcomes["new_issue_in_production"]
+    assert [(lb["issue"], v) for lb, v in new.breaching] == [(groups["B"], 12)]
+    assert new.breaching[0][0]["title"].startswith("ValueError")
+    regressed = outcomes["issue_regressed"]
+    assert [lb["issue"] for lb, _ in regressed.breaching] == [groups["A"]]
+    assert regressed.breaching[0][1] == 32  # both releases' events of the issue
+    # Web vitals of the last hour, 12 sessions: LCP 1000..4300 ms, INP 50..325 ms,
+    # CLS 0..0.11 and TTFB 100..320 ms; p95 against 2500 / 200 / 0.1 / 800.
+    vitals = {lb["vital"]: v for lb, v in outcomes["web_vitals_p95_budget"].samples}
+    assert vitals["LCP"] == pytest.approx(4300 / 2500, rel=0.05)
+    assert vitals["TTFB"] == pytest.approx(320 / 800, rel=0.05)
+    over = {lb["vital"] for lb, _ in outcomes["web_vitals_p95_budget"].breaching}
+    assert over == {"LCP", "INP", "CLS"}
     asyncio.run(client.aclose())
 
 
@@ -263,8 +292,17 @@ def test_failed_webhook_is_retried_next_cycle(ch, valkey, receiver) -> None:
 
 def test_rule_on_a_missing_table_is_skipped_not_an_error(ch, valkey, receiver) -> None:
     settings = alert_settings(receiver)
-    optional = [r for r in load_rules() if r.optional]
-    assert optional
+    # A rule written ahead of its migration, e.g. for a table another branch adds.
+    optional = [
+        dataclasses.replace(
+            RULES["error_rate_spike"],
+            name="ahead_of_schema",
+            optional=True,
+            sql="SELECT toString(project_id) AS project, count() AS value "
+            "FROM ${db}.not_migrated_yet GROUP BY project_id",
+            tables=("not_migrated_yet",),
+        )
+    ]
 
     async def scenario():
         client = aioredis.Redis.from_url(valkey.url)
@@ -377,5 +415,6 @@ def test_cli_check_compile_and_evaluate_once(tmp_path: Path) -> None:
     out = run_weftline("alerts", "evaluate-once", "--data-dir", data)
     lines = {line.split()[0]: line for line in out.splitlines() if line and line[0] != " "}
     assert "0 series, 0 over threshold" in lines["agent_heartbeat_stale"]
-    assert "skipped: missing tables: errors" in lines["error_rate_spike"]
+    for name in ("error_rate_spike", "new_issue_in_production", "web_vitals_p95_budget"):
+        assert "0 series, 0 over threshold" in lines[name], lines[name]
     assert "named metrics need VALKEY_URL" in lines["dlq_growing"]

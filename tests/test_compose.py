@@ -106,3 +106,32 @@ def test_env_example_keys_are_used():
     for key in env_example():
         assert "${" + key in text, key
     assert set(string.hexdigits) >= set(env_example()["WEFTLINE_PUBLIC_KEY"])
+
+
+def test_grafana_mounts_match_the_provisioning_layout():
+    """What `weftline grafana build` writes is where Grafana reads it, and every $VAR
+    the provisioning files use is set in Grafana's environment."""
+    from dashboards.grafana_build import DASHBOARD_PROVIDER_YAML, GRAFANA_DIR
+
+    services = load()["services"]
+    grafana = services["grafana"]
+    mounts = {}
+    for v in grafana["volumes"]:
+        src, dst = v.split(":")[:2]
+        mounts[dst] = src
+    prov = REPO / mounts["/etc/grafana/provisioning"]
+    assert prov == GRAFANA_DIR / "provisioning"
+    for sub in ("datasources", "dashboards", "alerting"):
+        assert list((prov / sub).glob("*.yaml")), sub
+    provider_path = yaml.safe_load(DASHBOARD_PROVIDER_YAML)["providers"][0]["options"]["path"]
+    dash = REPO / mounts[provider_path]
+    assert dash == GRAFANA_DIR / "dashboards" and len(list(dash.glob("*.json"))) == 6
+    used = set()
+    for f in prov.rglob("*.yaml"):
+        used |= set(re.findall(r"\$\{(\w+)\}", f.read_text()))
+    assert used and used <= set(grafana["environment"]), used - set(grafana["environment"])
+    prom = services["prometheus"]
+    src = prom["volumes"][0].split(":")[0]
+    scrape = yaml.safe_load((REPO / src).read_text())["scrape_configs"][0]
+    assert scrape["dns_sd_configs"][0]["names"] == ["api"] and "api" in services
+    assert grafana["environment"]["WEFTLINE_PROMETHEUS_URL"] == "http://prometheus:9090"

@@ -26,7 +26,17 @@ from dashboards.grafana_macros import (
     expand_dashboard_query,
     expand_macros,
 )
-from tests.grafana_seed import NOW, agent_dataset, seed_agents, seed_spans
+from tests.grafana_seed import (
+    NOW,
+    SESSION_BROWSERS,
+    agent_dataset,
+    error_specs,
+    seed_agents,
+    seed_replay,
+    seed_sentry,
+    seed_spans,
+    session_vitals,
+)
 from weftline.config import Settings
 
 F = datetime.fromtimestamp(1700000000, UTC)
@@ -104,6 +114,8 @@ def test_dashboards_structure_and_prometheus_metric_names() -> None:
     dashboards = load_dashboards()
     assert {d["uid"] for d in dashboards} == {
         "weftline-overview",
+        "weftline-web",
+        "weftline-errors",
         "weftline-agents",
         "weftline-traces",
         "weftline-pipeline",
@@ -136,6 +148,8 @@ def _results(ch, overrides=None):
 def test_every_panel_and_variable_runs_on_the_real_schema(ch) -> None:
     seed_agents(ch)
     seed_spans(ch)
+    seed_replay(ch)
+    seed_sentry(ch)
     results = _results(ch)
     errors = {k: r.error for k, r in results.items() if r.error}
     assert errors == {}
@@ -151,7 +165,8 @@ def test_every_panel_and_variable_runs_on_the_real_schema(ch) -> None:
     def rows(uid, title):
         return results[(uid, title)].rows
 
-    assert [r["toString(project_id)"] for r in rows("weftline-agents", "$project")] == ["1", "2"]
+    for uid in ("weftline-agents", "weftline-web", "weftline-errors"):
+        assert [r["toString(project_id)"] for r in rows(uid, "$project")] == ["1", "2"]
     stuck = rows("weftline-agents", "Stuck agents: heartbeat older than $stale_minutes min")
     assert [r["agent_id"] for r in stuck] == ["stuck-bot"]
     assert stuck[0]["seconds_since_heartbeat"] >= 20 * 60
@@ -186,3 +201,119 @@ def test_every_panel_and_variable_runs_on_the_real_schema(ch) -> None:
     only2 = _results(ch, {"project": Variable(["2"], multi=True)})
     assert only2[("weftline-overview", "Active agents")].rows[0]["agents"] == 1
     assert only2[("weftline-overview", "Spans")].rows[0]["spans"] == 0
+
+
+def _exact_quantile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def test_sessions_and_web_vitals_panels(ch) -> None:
+    seed_replay(ch)
+    results = _results(ch)
+    assert {k: r.error for k, r in results.items() if r.error} == {}
+
+    def rows(title):
+        return results[("weftline-web", title)].rows
+
+    n = len(SESSION_BROWSERS)
+    assert rows("Sessions")[0]["sessions"] == n
+    # Every session opens "/" and "/flows/42"; session 3 goes back to "/".
+    assert rows("Page views")[0]["page_views"] == 2 * n + 1
+    by_browser = {r["browser"]: r["sessions"] for r in rows("Sessions by browser")}
+    assert by_browser == {"Chrome": 6, "Firefox": 4, "Mobile Safari": 2}
+    assert {r["os"]: r["sessions"] for r in rows("Sessions by OS")} == {
+        "Windows": 6,
+        "Ubuntu": 4,
+        "iOS": 2,
+    }
+    assert {r["device_type"]: r["sessions"] for r in rows("Sessions by device type")} == {
+        "desktop": 10,
+        "mobile": 2,
+    }
+    assert sum(r["sessions"] for r in rows("Sessions started")) == n
+    assert rows("Sessions with rage clicks")[0]["share"] == pytest.approx(3 / n)
+
+    vitals = {r["vital"]: r for r in rows("Web vitals")}
+    assert set(vitals) == {"CLS", "INP", "LCP", "TTFB"}
+    for name, r in vitals.items():
+        measured = [session_vitals(i)[name] for i in range(n)]
+        assert r["events"] == n
+        # t-digest on 12 points: within one step of the exact order statistic.
+        step = measured[1] - measured[0]
+        assert abs(r["p75"] - _exact_quantile(measured, 0.75)) <= step + 1e-9, name
+        assert r["p50"] <= r["p75"] <= r["p95"]
+    assert vitals["LCP"]["budget"] == 2500 and vitals["LCP"]["p75_rating"] == "over budget"
+    assert vitals["TTFB"]["p75_rating"] == "good"  # 100..320 ms against 800
+    assert vitals["INP"]["p75_rating"] == "over budget"  # p75 ~ 250 ms against 200
+    lcp_series = rows("LCP, INP and TTFB p75")
+    assert {r["name"] for r in lcp_series} == {"LCP", "INP", "TTFB"}
+    loads = rows("Page load time (loadEventEnd)")
+    assert loads and max(r["p95"] for r in loads) <= max(
+        session_vitals(i)["page_load"] for i in range(n)
+    )
+    assert rows("CLS p75")
+
+    top = {r["page"]: r for r in rows("Top pages")}
+    assert list(top) == ["/", "/flows/42"]
+    assert (top["/"]["views"], top["/"]["sessions"]) == (n + 1, n)
+    assert (top["/flows/42"]["views"], top["/flows/42"]["rage_clicks"]) == (n, 3)
+    assert top["/"]["dead_clicks"] == 1 and top["/"]["lcp_p75_ms"] > 2500
+    assert top["/flows/42"]["load_p75_ms"] is None  # no PageLoadTiming on that page
+    loads_ms = [session_vitals(i)["page_load"] for i in range(n)]
+    assert abs(top["/"]["load_p75_ms"] - _exact_quantile(loads_ms, 0.75)) <= 100
+    frustration = {
+        (r["page"], r["signal"]): r["events"] for r in rows("Pages with the most frustration")
+    }
+    assert frustration == {
+        ("/flows/42", "click_rage"): 3,
+        ("/", "dead_click"): 1,
+        ("/flows/42", "mouse_thrashing"): 1,
+    }
+    series = rows("Rage clicks, dead clicks, mouse thrashing")
+    assert sum(r["events"] for r in series if r["name"] == "click_rage") == 3
+
+
+def test_errors_panels_and_variables(ch) -> None:
+    groups = seed_sentry(ch)
+    seed_spans(ch)
+    results = _results(ch)
+    assert {k: r.error for k, r in results.items() if r.error} == {}
+
+    def rows(title, res=results):
+        return res[("weftline-errors", title)].rows
+
+    specs = {s.key: s for s in error_specs()}
+    in_6h = {k: len([m for m in s.minutes_ago if m < 360]) for k, s in specs.items()}
+    assert rows("Errors")[0]["errors"] == sum(in_6h.values()) == 47
+    assert rows("Issues seen")[0]["issues"] == 3  # A, B, C
+    assert rows("Users affected")[0]["users"] == 10  # user-0..user-9 (A covers B's and C's)
+    assert {r["release"] for r in rows("$release")} == {"web@1.2.0", "web@1.3.0-rc1"}
+    assert {r["environment"] for r in rows("$environment")} == {"production", "staging"}
+
+    top = rows("Top issues")
+    assert [r["issue"] for r in top] == [groups["A"], groups["B"], groups["C"]]
+    assert [r["errors"] for r in top] == [30, 12, 5]
+    assert top[0]["users"] == 10 and top[0]["title"].startswith("TypeError")
+    new = {r["issue"]: r for r in rows("Issues first seen in range")}
+    assert set(new) == {groups["B"], groups["C"]}
+    assert new[groups["C"]]["first_release"] == "web@1.3.0-rc1"
+    assert rows("Issues first seen in range")[0]["issue"] == groups["B"]  # newest first
+    assert rows("New issues")[0]["new_issues"] == 2
+    assert rows("Regressed issues")[0]["regressed"] == 1
+    [reg] = rows("Regressions")
+    assert reg["issue"] == groups["A"] and reg["last_seen"] > reg["resolved_at"]
+    by_release = {r["release"]: r["errors"] for r in rows("Errors by release")}
+    assert by_release == {"web@1.2.0": 42, "web@1.3.0-rc1": 5}
+    per_min = rows("Errors per minute by release")
+    assert {r["release"] for r in per_min} == {"web@1.2.0", "web@1.3.0-rc1"}
+    assert sum(r["errors_per_minute"] for r in per_min) == pytest.approx(47)  # 30 s buckets
+    assert results[("weftline-overview", "Errors (Sentry)")].rows[0]["errors"] == 47
+    assert results[("weftline-overview", "New issues")].rows[0]["new_issues"] == 2
+
+    # Filters: production only, then one release.
+    prod = _results(ch, {"environment": Variable(["production"], multi=True)})
+    assert rows("Errors", prod)[0]["errors"] == 42
+    assert {r["issue"] for r in rows("Issues first seen in range", prod)} == {groups["B"]}
+    rc = _results(ch, {"release": Variable(["web@1.3.0-rc1"], multi=True)})
+    assert [r["issue"] for r in rows("Top issues", rc)] == [groups["C"]]

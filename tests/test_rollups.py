@@ -123,3 +123,52 @@ def test_migration_backfills_rollups_from_existing_rows(chdb_session) -> None:
 
 def test_settings_default_keeps_alert_loop_on() -> None:
     assert Settings().alerts_enabled is True
+
+
+WEB_ERROR_TOTALS = """
+SELECT
+    (SELECT uniqMerge(events) FROM {db}.replay_events_1m) AS replay_events,
+    (SELECT uniqMergeIf(events, kind = 'issue') FROM {db}.replay_events_1m) AS issues,
+    (SELECT round(quantilesTDigestMergeIf(0.5, 0.75, 0.95, 0.99)(value_q,
+        kind = 'web_vital' AND name = 'LCP')[2]) FROM {db}.replay_events_1m) AS lcp_p75,
+    (SELECT uniqMerge(events) FROM {db}.sentry_errors_1m) AS errors,
+    (SELECT uniqMerge(users) FROM {db}.sentry_errors_1m) AS users,
+    (SELECT uniqMerge(events) FROM {db}.sentry_groups) AS group_events,
+    (SELECT count() FROM (SELECT group_id FROM {db}.sentry_groups
+        GROUP BY group_id HAVING min(first_seen) >= now() - INTERVAL 1 HOUR)) AS new_groups
+"""
+
+
+def test_replay_and_error_rollups_survive_redelivery_under_other_tokens(ch) -> None:
+    """A stream entry claimed by another worker lands in another batch, under another
+    token, so the views fire again; an SDK may resend an event. The uniq states over
+    event ids keep every figure the same."""
+    from tests.grafana_seed import (
+        replay_entries,
+        replay_handler,
+        seed_replay,
+        seed_sentry,
+        sentry_entries,
+        sentry_handler,
+        store_entries,
+    )
+
+    seed_replay(ch, NOW)
+    seed_sentry(ch, NOW)
+    q = WEB_ERROR_TOTALS.format(db=ch.database)
+    first = ch.query(q)[0]
+    # 25 page views, 48 web vitals, 12 page loads, 5 rage/dead clicks and thrashing
+    assert first["replay_events"] == 90 and first["issues"] == 5
+    assert first["errors"] == 50 and first["group_events"] == 50 and first["new_groups"] == 2
+
+    entries = replay_entries(NOW)
+    store_entries(replay_handler(ch), entries[:10], "replay:redelivered:1")
+    store_entries(replay_handler(ch), entries[5:], "replay:redelivered:2")
+    # Sentry: the same events again (same event ids), batched differently.
+    redelivered = [e for es in sentry_entries(NOW).values() for e in es]
+    handler = sentry_handler(ch)
+    store_entries(handler, redelivered[:20], "sentry:redelivered:1")
+    store_entries(handler, redelivered[10:], "sentry:redelivered:2")
+    assert ch.query(q)[0] == first
+    final = f"SELECT count() AS n FROM {ch.database}.sentry_errors FINAL"
+    assert ch.query(final)[0]["n"] == 50
