@@ -75,6 +75,9 @@ def _cors(response: Response, request: Request) -> Response:
     return response
 
 
+MIN_CLOCK_SKEW_MS = 2000
+
+
 class OpenReplayIngest:
     def __init__(self, edge: Edge, secret: str) -> None:
         self.edge = edge
@@ -149,6 +152,12 @@ class OpenReplayIngest:
         now = int(time.time() * 1000)
         client_ts = doc.get("timestamp")
         delay = now - int(client_ts) if isinstance(client_ts, int | float) and client_ts else 0
+        # The difference also holds the start request's latency (tens to hundreds of ms).
+        # Correcting by it would put every tracker item that much later than the browser's
+        # own Sentry events and OTel spans, which use the device clock: only a real clock
+        # skew is corrected, as Sentry does with events.
+        if abs(delay) < MIN_CLOCK_SKEW_MS:
+            delay = 0
         old = doc.get("token") if isinstance(doc.get("token"), str) else None
         prev, verdict = self.signer.verify(old, now)
         # A valid token of this project continues its session (reload, new tab, restart

@@ -25,21 +25,25 @@ class BacklogFull(Exception):
     """The stream holds its whole budget of unprocessed entries."""
 
 
-def connect(url: str, *, timeout: float = 2.0, cluster: bool = False) -> aioredis.Redis:
+def connect(
+    url: str, *, timeout: float = 5.0, connect_timeout: float = 2.0, cluster: bool = False
+) -> aioredis.Redis:
     """A client for `url`; with `cluster`, a cluster client that finds every master from
-    that one node and routes each command to its slot."""
+    that one node and routes each command to its slot. A Valkey that is down fails within
+    `connect_timeout` (the edge answers 503 at once); a merely slow one gets `timeout`,
+    so a loaded machine does not turn accepted traffic into 503s."""
     if cluster:
         from redis.asyncio.cluster import RedisCluster
 
         return RedisCluster.from_url(  # type: ignore[return-value]
             url,
-            socket_connect_timeout=timeout,
+            socket_connect_timeout=connect_timeout,
             socket_timeout=timeout,
             health_check_interval=15,
         )
     return aioredis.Redis.from_url(
         url,
-        socket_connect_timeout=timeout,
+        socket_connect_timeout=connect_timeout,
         socket_timeout=timeout,
         health_check_interval=15,
         retry_on_timeout=False,
