@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from dashboards.ui import ICONS as BADGES
 from weftline.config import DEMO_FILE, Settings
 
 COLORS = {
@@ -27,16 +28,7 @@ COLORS = {
     "page": "37",
     "log": "90",
 }
-ICONS = {
-    "agent": "AGT",
-    "span": "SPN",
-    "click": "CLK",
-    "network": "NET",
-    "error": "ERR",
-    "page": "PGE",
-    "log": "LOG",
-    "input": "INP",
-}
+ICONS = BADGES  # the same short badges as the web view
 
 
 def _paint(text: str, code: str | None, on: bool) -> str:
