@@ -271,6 +271,8 @@ class Symbolicator:
             pre_context=list(token.pre_context or []),
             post_context=list(token.post_context or []),
         )
+        while out["post_context"] and out["post_context"][-1] == "":
+            out["post_context"].pop()  # the "line" after a source's final newline
         if out["context_line"] is None:
             out.pop("context_line")
         if "/node_modules/" in src or src.startswith("webpack/"):

@@ -3,6 +3,7 @@ minified files, by release + `~/` URL or by debug id."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,10 +45,9 @@ def insert_artifacts(ch: ClickHouse, project_id: int, artifacts: list[Artifact])
         }
         for a in artifacts
     ]
-    # The token names the exact upload, so a retried request is not stored twice
-    # while a new upload of the same files (a new timestamp) is.
-    token = f"artifacts:{project_id}:{stamp}:" + ",".join(a.sha1[:12] for a in artifacts)
-    ch.insert(TABLE, rows, token[:200])
+    # One token per upload: a new upload of the same files must be stored (it is the
+    # newest), which a content-derived token would deduplicate away.
+    ch.insert(TABLE, rows, f"artifacts:{project_id}:{uuid.uuid4().hex}")
 
 
 _COLUMNS = "release, url, kind, debug_id, sourcemap_url, sha1, content"
