@@ -37,7 +37,7 @@ DEBUG_ID = str(uuid.UUID("c0ffee00-1234-4abc-8def-0123456789ab"))
 # What sentry-cli's `sourcemaps inject` adds: the SDK maps stack file names to debug
 # ids through this global and sends them as debug_meta images.
 DEBUG_ID_SNIPPET = (
-    '!function(){try{var e=globalThis,n=(new e.Error).stack;n&&(e._sentryDebugIds='
+    "!function(){try{var e=globalThis,n=(new e.Error).stack;n&&(e._sentryDebugIds="
     'e._sentryDebugIds||{},e._sentryDebugIds[n]="' + DEBUG_ID + '")}catch(e){}}();'
 )
 THROW_LINE = '    throw new Error("Total too large: " + amount);\n'
@@ -88,9 +88,7 @@ def node_frame(js: Path) -> tuple[str, int, int]:
     return m.group(1), int(m.group(2)), int(m.group(3))
 
 
-def js_event(
-    url: str, frame: tuple[str, int, int], release: str, debug_meta: bool = False
-) -> dict:
+def js_event(url: str, frame: tuple[str, int, int], release: str, debug_meta: bool = False) -> dict:
     func, line, col = frame
     ev = {
         "platform": "javascript",
@@ -102,10 +100,22 @@ def js_event(
                     "value": "Total too large: 550",
                     "stacktrace": {
                         "frames": [
-                            {"filename": "/page.html", "abs_path": "http://h/page.html",
-                             "function": "?", "lineno": 3, "colno": 1, "in_app": True},
-                            {"filename": url, "abs_path": url, "function": func,
-                             "lineno": line, "colno": col, "in_app": True},
+                            {
+                                "filename": "/page.html",
+                                "abs_path": "http://h/page.html",
+                                "function": "?",
+                                "lineno": 3,
+                                "colno": 1,
+                                "in_app": True,
+                            },
+                            {
+                                "filename": url,
+                                "abs_path": url,
+                                "function": func,
+                                "lineno": line,
+                                "colno": col,
+                                "in_app": True,
+                            },
                         ]
                     },
                 }
@@ -145,9 +155,13 @@ def upload(js: Path, smap: Path, release: str, prefix: str) -> list[sourcemap_st
         ).encode()
     for f in (smap, js):
         body += (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="{f.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-        ).encode() + f.read_bytes() + b"\r\n"
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                f'filename="{f.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            ).encode()
+            + f.read_bytes()
+            + b"\r\n"
+        )
     body += f"--{boundary}--\r\n".encode()
     return parse_upload(f"multipart/form-data; boundary={boundary}", body, {})[1]
 
@@ -178,7 +192,10 @@ def test_real_bundle_frames_symbolicated_and_grouped_across_builds():
         assert crash["pre_context"][-1] == "  if (amount > 100) {\n"
         assert crash["post_context"][0] == "  }\n"
         assert crash["data"]["minified"] == {
-            "abs_path": url, "lineno": line, "colno": col, "function": func
+            "abs_path": url,
+            "lineno": line,
+            "colno": col,
+            "function": func,
         }
         assert exc["raw_stacktrace"]["frames"][-1]["lineno"] == line
         assert exc["stacktrace"]["frames"][0]["abs_path"] == "http://h/page.html"  # no map
@@ -271,7 +288,9 @@ def test_browser_errors_from_two_builds_symbolicated_one_group(
                 page.on("requestfailed", lambda r: failed.append(f"{r.url} {r.failure}"))
                 page.goto(f"{sm_server}/sm/page.html?dsn={dsn}&release={release}")
                 page.add_script_tag(url=f"{sm_server}/sm/out/{build}/{js.name}")
-                page.evaluate("() => { try { runCheckout() } catch (e) { Sentry.captureException(e) } }")
+                page.evaluate(
+                    "() => { try { runCheckout() } catch (e) { Sentry.captureException(e) } }"
+                )
                 assert page.evaluate("Sentry.flush(5000)")
                 page.close()
         finally:
@@ -307,4 +326,4 @@ def test_browser_errors_from_two_builds_symbolicated_one_group(
             4,
             "runCheckout",
         )
-        assert exc["raw_stacktrace"]["frames"][-1]["abs_path"].endswith(js.name)
+        assert exc["raw_stacktrace"]["frames"][-1]["filename"].endswith(js.name)  # as sent
