@@ -203,7 +203,7 @@ def bugsink_run(args: argparse.Namespace, tmp: Path) -> tuple[dict, int, float] 
             f"{venv}/bin/pip install bugsink)"
         )
     base = tmp / "bugsink"
-    base.mkdir()
+    (base / "data").mkdir(parents=True)
     port = free_port()
     env = {
         **os.environ,
