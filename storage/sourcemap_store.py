@@ -1,4 +1,4 @@
-"""Reads and writes of `sentry_artifacts` (migration 0008): uploaded source maps and
+"""Reads and writes of `sentry_artifacts` (migration 0009): uploaded source maps and
 minified files, by release + `~/` URL or by debug id."""
 
 from __future__ import annotations
