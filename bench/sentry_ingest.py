@@ -7,7 +7,13 @@ event id each time, as the SDK sends: one request per event). Loopback only, bou
 in time. Prints events/s and p50/p99 for:
 1. the floor: a bare Starlette endpoint that reads the body and answers 200 {"id"};
 2. `weftline up` (embedded Valkey + chDB + workers) on /api/1/envelope/;
-then how long the workers take to drain what was accepted (stored events/s).
+then how long the workers take to drain what was accepted (stored events/s);
+3. Bugsink (pip `bugsink`, a Python Sentry-compatible server) in its production shape:
+   the `singleserver` configuration (SQLite), gunicorn, and the `snappea` background
+   worker that digests events, from a separate venv (`--bugsink-venv`, default
+   /tmp/bugsink-venv; make it with `python -m venv /tmp/bugsink-venv &&
+   /tmp/bugsink-venv/bin/pip install bugsink`). Skipped, with the reason printed, when
+   that venv has no Bugsink.
 """
 
 from __future__ import annotations
@@ -174,10 +180,121 @@ def line(name: str, r: dict, floor: dict | None = None) -> str:
     return out
 
 
+BUGSINK_PROJECT = """
+from projects.models import Project
+from teams.models import Team
+team = Team.objects.create(name="bench")
+project = Project.objects.create(team=team, name="bench")
+print("PROJECT", project.id, project.sentry_key)
+"""
+BUGSINK_COUNT = """
+from events.models import Event
+print("EVENTS", Event.objects.count())
+"""
+
+
+def bugsink_run(args: argparse.Namespace, tmp: Path) -> tuple[dict, int, float] | str:
+    """(load result, digested events, seconds until digested), or why it did not run."""
+    venv = Path(args.bugsink_venv)
+    bin_ = venv / "bin"
+    if not (bin_ / "bugsink-manage").exists() or not (bin_ / "gunicorn").exists():
+        return (
+            f"not run: {venv} has no bugsink (python -m venv {venv} && "
+            f"{venv}/bin/pip install bugsink)"
+        )
+    base = tmp / "bugsink"
+    (base / "data").mkdir(parents=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{bin_}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DJANGO_SETTINGS_MODULE": "bugsink_conf",
+        "PYTHONPATH": str(base),
+    }
+    env.pop("VIRTUAL_ENV", None)
+
+    def manage(*a: str) -> str:
+        r = subprocess.run(
+            [str(bin_ / "bugsink-manage"), *a],
+            cwd=base,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"bugsink-manage {' '.join(a)}: {r.stderr[-2000:]}")
+        return r.stdout
+
+    subprocess.run(
+        [str(bin_ / "bugsink-create-conf"), "--template=singleserver", "--host=127.0.0.1"]
+        + [f"--port={port}", f"--base-dir={base / 'data'}", "-o", str(base / "bugsink_conf.py")],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    manage("migrate", "-v0")
+    manage("migrate", "snappea", "--database=snappea", "-v0")
+    m = re.search(r"PROJECT (\d+) (\S+)", manage("shell", "-c", BUGSINK_PROJECT))
+    if not m:
+        return "not run: could not create a Bugsink project"
+    project_id, key = m.group(1), m.group(2)
+    log = (base / "server.log").open("w")
+    procs = [
+        subprocess.Popen(
+            [str(bin_ / "gunicorn"), "--bind", f"127.0.0.1:{port}"]
+            + ["--workers", str(args.bugsink_workers), "bugsink.wsgi"],
+            cwd=base,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [str(bin_ / "bugsink-runsnappea")],
+            cwd=base,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ),
+    ]
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/", procs[0])
+        headers = {
+            "x-sentry-auth": f"Sentry sentry_key={key}, sentry_version=7",
+            "content-type": "application/x-sentry-envelope",
+            "content-encoding": "gzip",
+        }
+        t0 = time.perf_counter()
+        r = asyncio.run(
+            load(f"{url}/api/{project_id}/envelope/", headers, args.seconds, args.concurrency)
+        )
+        digested, last_change, prev = 0, time.perf_counter(), -1
+        while time.perf_counter() - t0 < args.seconds + 300:
+            digested = int(re.search(r"EVENTS (\d+)", manage("shell", "-c", BUGSINK_COUNT))[1])
+            if digested >= r["distinct"]:
+                break
+            if digested != prev:
+                prev, last_change = digested, time.perf_counter()
+            elif time.perf_counter() - last_change > 20:
+                break  # stalled: report what was digested
+            time.sleep(1)
+        return r, digested, time.perf_counter() - t0
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+        log.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--bugsink-venv", default=os.environ.get("BUGSINK_VENV", "/tmp/bugsink-venv"))
+    ap.add_argument("--bugsink-workers", type=int, default=4, help="gunicorn workers")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("VALKEY_URL", None)
@@ -242,6 +359,10 @@ def main() -> int:
         finally:
             up.terminate()
             up.wait(60)
+        try:
+            bugsink = bugsink_run(args, Path(tmp))
+        except Exception as e:  # report why, keep the other results
+            bugsink = f"not run: {type(e).__name__}: {e}"
     print(
         f"one event per request: envelope of {floor_r['raw_bytes']:.0f} bytes,"
         f" {floor_r['body_bytes']:.0f} gzip'd"
@@ -253,6 +374,15 @@ def main() -> int:
         f" {stored_in:.1f} s after the load started"
         f" ({stored / stored_in:.0f} events/s end to end), {len(n)} issues"
     )
+    if isinstance(bugsink, str):
+        print(f"{'bugsink':<22} {bugsink}")
+    else:
+        bs, digested, took = bugsink
+        print(line(f"bugsink {args.bugsink_workers}w gunicorn", bs, floor_r))
+        print(
+            f"{'bugsink digested':<22} {digested} of {bs['distinct']} distinct accepted events"
+            f" {took:.1f} s after the load started ({digested / took:.0f} events/s end to end)"
+        )
     return 0 if stored == wl["distinct"] else 1
 
 

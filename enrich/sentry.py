@@ -35,7 +35,9 @@ from enrich.sentry_envelope import (
 )
 from enrich.sentry_grouping import exceptions_of, group_event, message_text
 from enrich.sentry_scrub import scrub
+from enrich.sourcemaps import Symbolicator
 from enrich.stream_consumer import DecodeError, Entry
+from storage import sourcemap_store
 from storage.clickhouse import ClickHouse
 from storage.writer import write_tables
 from weftline.config import ProjectConfig
@@ -62,6 +64,9 @@ MAX_DRIFT_S = 60.0
 MAX_FUTURE_S = 60.0
 MAX_PAST_S = 30 * 86400.0
 OPENREPLAY_TAGS = ("openReplaySession.id", "openReplaySessionURL", "openReplaySessionToken")
+
+
+Symbolicate = Callable[[dict[str, Any], int], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,8 @@ class Context:
     envelope: Envelope
     retention: int
     store_ip: bool
+    # Rewrites minified JS frames (enrich/sourcemaps.py); None: frames stay as sent.
+    symbolicate: Symbolicate | None = None
 
     def uid(self, index: int, sub: int | None = None) -> str:
         return f"{self.entry_id}:{index}" + ("" if sub is None else f":{sub}")
@@ -180,7 +187,9 @@ class Context:
         return t
 
 
-def _context(entry: Entry, project: ProjectConfig | None) -> Context:
+def _context(
+    entry: Entry, project: ProjectConfig | None, symbolicate: Symbolicate | None = None
+) -> Context:
     f = entry.fields
     try:
         project_id = int(f[b"project"])
@@ -205,6 +214,7 @@ def _context(entry: Entry, project: ProjectConfig | None) -> Context:
         envelope=env,
         retention=project.retention_days if project else 30,
         store_ip=project.store_ip if project else True,
+        symbolicate=symbolicate,
     )
 
 
@@ -245,6 +255,10 @@ def error_row(event: dict[str, Any], ctx: Context, index: int) -> Row:
     tags_raw = pairs_dict(event.get("tags"))
     # Correlation ids are taken before scrubbing (a "…Token" tag is an id here).
     openreplay = {k: tags_raw.get(k, "") for k in OPENREPLAY_TAGS}
+    if ctx.symbolicate is not None:
+        # Before grouping (original frames group the same bug across builds) and
+        # before scrubbing (context lines from sourcesContent are scrubbed too).
+        event = ctx.symbolicate(event, ctx.project_id)
     user = _user(event, ctx)
     event = scrub({**event, "event_id": event_id, "user": user})
     grouping = group_event(event)
@@ -703,10 +717,13 @@ RAW_TYPES = frozenset(
 )
 
 
-def decode_envelope_entry(entry: Entry, project: ProjectConfig | None = None) -> list[Row]:
-    """Pure: one stream entry → rows. A bad item is kept raw with its reason, so one
-    broken session update never costs the error event beside it."""
-    ctx = _context(entry, project)
+def decode_envelope_entry(
+    entry: Entry, project: ProjectConfig | None = None, symbolicate: Symbolicate | None = None
+) -> list[Row]:
+    """One stream entry → rows; pure but for `symbolicate`'s source map reads. A bad
+    item is kept raw with its reason, so one broken session update never costs the
+    error event beside it."""
+    ctx = _context(entry, project, symbolicate)
     rows: list[Row] = []
     for i, item in enumerate(ctx.envelope.items):
         t = item.type
@@ -739,23 +756,30 @@ def decode_envelope_entry(entry: Entry, project: ProjectConfig | None = None) ->
 
 class SentryHandler:
     kind = "sentry"
+    # decode reads source maps from ClickHouse on a cache miss: run it off the loop.
+    decode_in_thread = True
 
     def __init__(
         self,
         ch: ClickHouse,
         project_of: Callable[[int], ProjectConfig | None],
         client: aioredis.Redis | None = None,
+        symbolicator: Symbolicator | None = None,
     ) -> None:
         self.ch = ch
         self.project_of = project_of
         self.client = client
+        self.symbolicator = symbolicator or Symbolicator(
+            lambda p, r, urls: sourcemap_store.by_url(ch, p, r, urls),
+            lambda p, d: sourcemap_store.by_debug_id(ch, p, d),
+        )
 
     def decode(self, entry: Entry) -> list[Row]:
         try:
             pid = int(entry.fields.get(b"project", b"0"))
         except ValueError:
             pid = 0
-        return decode_envelope_entry(entry, self.project_of(pid))
+        return decode_envelope_entry(entry, self.project_of(pid), self.symbolicator)
 
     async def store(self, rows: list[Row], token: str) -> None:
         by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -222,6 +222,17 @@ class StreamConsumer:
         return batch
 
     async def _process(self, batch: Sequence[Entry], stop: asyncio.Event) -> None:
+        if getattr(self.handler, "decode_in_thread", False):
+            # A handler whose decode may block (e.g. reads source maps from storage on
+            # a cache miss) must not stall the event loop the edge also runs on.
+            rows, good, dead = await asyncio.to_thread(self._decode_batch, batch)
+        else:
+            rows, good, dead = self._decode_batch(batch)
+        await self._finish(rows, good, dead, stop)
+
+    def _decode_batch(
+        self, batch: Sequence[Entry]
+    ) -> tuple[list[Any], list[str], list[tuple[Entry, str]]]:
         rows: list[Any] = []
         good: list[str] = []
         dead: list[tuple[Entry, str]] = []
@@ -238,6 +249,15 @@ class StreamConsumer:
                 dead.append((entry, f"decoder failed: {type(e).__name__}: {e}"))
                 continue
             good.append(entry.id)
+        return rows, good, dead
+
+    async def _finish(
+        self,
+        rows: list[Any],
+        good: list[str],
+        dead: list[tuple[Entry, str]],
+        stop: asyncio.Event,
+    ) -> None:
         if dead:
             await self._retry(stop, "dead-letter", lambda: self._dead_letter(dead))
         if rows:

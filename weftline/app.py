@@ -27,6 +27,7 @@ from ingest.auth import Projects
 from ingest.edge import Edge
 from ingest.openreplay import OpenReplayIngest
 from ingest.sentry import SentryIngest
+from ingest.sourcemaps import SourcemapUpload
 from storage.clickhouse import ClickHouse, open_clickhouse
 from storage.keys import KINDS, in_streams
 from storage.migrate import migrate
@@ -49,6 +50,15 @@ class Runtime:
     consumers: list[StreamConsumer] = field(default_factory=list)
     alerts: AlertLoop | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def forget_sourcemap_misses(runtime: Runtime, project_id: int) -> None:
+    """A map just uploaded is used by this process's workers at once, not after the
+    miss cache expires (other processes wait for that expiry)."""
+    for c in runtime.consumers:
+        sym = getattr(c.handler, "symbolicator", None)
+        if sym is not None:
+            sym.forget_misses(project_id)
 
 
 def create_app(
@@ -140,6 +150,12 @@ def create_app(
         *traces_api.routes(),
         *SentryIngest(edge).routes(),
         *IssuesApi(projects, lambda: runtime.ch).routes(),
+        *SourcemapUpload(
+            projects,
+            lambda: runtime.ch,
+            settings.sourcemap_max_upload_bytes,
+            on_stored=lambda project_id: forget_sourcemap_misses(runtime, project_id),
+        ).routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = runtime

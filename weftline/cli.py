@@ -418,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub, _common)
 
+    from weftline import sourcemaps_cli
+
+    sourcemaps_cli.add_commands(sub, _common)
+
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)
     return parser

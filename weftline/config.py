@@ -119,6 +119,8 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = 5 * 1024 * 1024
     max_events_per_request: int = 1000
+    # Source map uploads (POST /api/v1/sourcemaps): the whole request, maps included.
+    sourcemap_max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     backlog_budget: StreamBudget = Field(default_factory=StreamBudget)
     retry_after_seconds: int = 5
 

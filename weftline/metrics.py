@@ -149,3 +149,22 @@ SENTRY_ENCODINGS = Counter(
     ["encoding"],
     registry=REGISTRY,
 )
+SOURCEMAP_UPLOADS = Counter(
+    "weftline_sourcemap_uploads",
+    "Source map / minified file uploads by outcome (stored, or the 4xx reason)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SOURCEMAP_FRAMES = Counter(
+    "weftline_sourcemap_frames",
+    "Minified JavaScript frames seen by the Sentry worker, by outcome"
+    " (symbolicated | no_map | no_token | bad_map | lookup_error)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SOURCEMAP_CACHE = Counter(
+    "weftline_sourcemap_cache",
+    "Source map cache lookups in the Sentry worker (hit | miss)",
+    ["result"],
+    registry=REGISTRY,
+)

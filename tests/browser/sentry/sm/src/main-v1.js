@@ -1,0 +1,3 @@
+import { runCheckout } from "./run.js";
+
+window.runCheckout = runCheckout;

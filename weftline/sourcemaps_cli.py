@@ -1,0 +1,121 @@
+"""`weftline sourcemaps upload|list`: send built source maps to a running Weftline.
+
+    weftline sourcemaps upload --release web@1.2.3 --url-prefix '~/static/js' dist/*.js.map
+
+Each map goes up with its minified file beside it (`app.min.js` for `app.min.js.map`,
+when it exists), which lets symbolication name functions from the minified scopes;
+the files' URLs are the prefix + their names. One request per map, so the server's
+size cap applies to one pair at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import httpx
+
+
+def _prefix(raw: str) -> str:
+    # An unquoted `~/static/js` reaches us expanded by the shell to $HOME/static/js;
+    # a URL prefix never means the home folder, so the `~` is put back.
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~") and (raw == home or raw.startswith(home + "/")):
+        raw = "~" + raw[len(home) :]
+    return raw
+
+
+def add_commands(sub: argparse._SubParsersAction, common) -> None:
+    p = sub.add_parser(
+        "sourcemaps",
+        help="upload JavaScript source maps (for Sentry browser errors)",
+        description="Upload source maps to a running Weftline (--url, default from the "
+        "configuration), or list the uploaded ones.",
+    )
+    ssub = p.add_subparsers(dest="sourcemaps_command", required=True)
+    for name, help_ in (("upload", "upload .map files"), ("list", "list uploaded files")):
+        q = ssub.add_parser(name, help=help_)
+        common(q, http=True)
+        q.add_argument("--url", help="Weftline's URL (default http://HOST:PORT)")
+        q.add_argument(
+            "--token",
+            help="query token (default: WEFTLINE_TOKEN, the first configured project, "
+            "or the demo project)",
+        )
+        q.add_argument("--release", help="the release the files belong to (Sentry `release`)")
+        if name == "upload":
+            q.add_argument(
+                "--url-prefix",
+                default="~/",
+                help="URL of the folder the files are served from, '~/' standing for "
+                "any scheme and host (default '~/')",
+            )
+            q.add_argument("--debug-id", help="debug id, if not in the files themselves")
+            q.add_argument("files", nargs="+", type=Path, help=".map files")
+            q.set_defaults(func=cmd_upload)
+        else:
+            q.set_defaults(func=cmd_list)
+
+
+def _client(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+    from weftline.cli import _settings
+    from weftline.terminal import _token
+
+    settings = _settings(args)
+    url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    return url, {"authorization": f"Bearer {_token(args, settings)}"}
+
+
+def _check(r: httpx.Response) -> dict:
+    if r.status_code not in (200, 201):
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        raise SystemExit(f"weftline: {r.status_code}: {detail}")
+    return r.json()
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    url, headers = _client(args)
+    data = {"url_prefix": _prefix(args.url_prefix)}
+    if args.release:
+        data["release"] = args.release
+    if args.debug_id:
+        data["debug_id"] = args.debug_id
+    total = 0
+    for path in args.files:
+        if not path.is_file():
+            raise SystemExit(f"weftline: {path}: no such file")
+        pair = [path]
+        if path.name.endswith(".map"):
+            minified = path.with_name(path.name[: -len(".map")])
+            if minified.is_file():
+                pair.append(minified)
+        files = [("file", (p.name, p.read_bytes(), "application/octet-stream")) for p in pair]
+        try:
+            r = httpx.post(
+                url + "/api/v1/sourcemaps", data=data, files=files, headers=headers, timeout=120
+            )
+        except httpx.HTTPError as e:
+            raise SystemExit(f"weftline: cannot reach {url}: {e} (is Weftline running?)") from e
+        for f in _check(r)["files"]:
+            total += 1
+            did = f"  debug id {f['debug_id']}" if f["debug_id"] else ""
+            print(f"{f['kind']:<16} {f['url']}  ({f['size']} bytes){did}")
+    print(f"{total} files uploaded" + (f" for release {args.release}" if args.release else ""))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    url, headers = _client(args)
+    params = {"release": args.release} if args.release else {}
+    try:
+        r = httpx.get(url + "/api/v1/sourcemaps", params=params, headers=headers, timeout=30)
+    except httpx.HTTPError as e:
+        raise SystemExit(f"weftline: cannot reach {url}: {e} (is Weftline running?)") from e
+    doc = _check(r)
+    print(json.dumps(doc["artifacts"], indent=2))
+    return 0
