@@ -6,6 +6,7 @@ Flow canvas (`@xyflow/react`) whose interactions reach agent_events through
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -21,6 +22,9 @@ import pytest
 from tests.conftest import wait_for
 
 PAGE_DIR = Path(__file__).parent / "browser" / "openreplay"
+# Set to a file path to record the tracker's batch requests of the React Flow session
+# (what bench/replay_ingest.py replays): WEFTLINE_CAPTURE_REPLAY=tests/data/openreplay/…
+CAPTURE = os.environ.get("WEFTLINE_CAPTURE_REPLAY")
 CHROMIUM = "/usr/bin/chromium"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 CHROMIUM_ARGS = [
@@ -152,8 +156,10 @@ def api(http, app, project, path):
     return r.json() if r.status_code == 200 else None
 
 
-def open_page(browser, site, app, project):
+def open_page(browser, site, app, project, on_request=None):
     page = browser.new_page()
+    if on_request is not None:
+        page.on("request", on_request)
     watch = Watch(page, f"{app.url}/ingest")
     query = urlencode({"key": project.public_key, "ingest": f"{app.url}/ingest"})
     page.goto(f"{site}/?{query}")
@@ -271,6 +277,19 @@ def test_stale_token_401_restarts_the_tracker_cleanly(
     assert watch.problems(allow_401=True) == []
 
 
+def _tracker_request(request) -> dict:
+    """One tracker request as sent: endpoint, query, DataType, encoding and body bytes."""
+    headers = request.headers
+    url = urlsplit(request.url)
+    return {
+        "endpoint": url.path.rsplit("/", 1)[-1],
+        "query": url.query,
+        "datatype": headers.get("datatype", ""),
+        "content_encoding": headers.get("content-encoding", ""),
+        "body_hex": (request.post_data_buffer or b"").hex(),
+    }
+
+
 def _drag(page, start: dict, end: dict) -> None:
     """A real pointer drag (down, several moves, up), as React Flow's d3-drag expects."""
     page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
@@ -285,7 +304,13 @@ def test_react_flow_canvas_reaches_timeline_and_agent_events(
     settings.openreplay.token_secret = "f" * 40
     app = serve(settings, valkey.url, ch=ch)
     project = settings.projects[0]
-    page, watch, started = open_page(browser, site, app, project)
+    captured: list[dict] = []
+
+    def capture(request) -> None:
+        if request.method == "POST" and "/ingest/v1/web/" in request.url:
+            captured.append(_tracker_request(request))
+
+    page, watch, started = open_page(browser, site, app, project, capture)
     sid = started["sessionID"]
     wait_for(lambda: page.evaluate("() => window.flowReady === true"), timeout=10)
     node = '.react-flow__node[data-id="{}"]'.format
@@ -375,3 +400,5 @@ def test_react_flow_canvas_reaches_timeline_and_agent_events(
 
     page.close()
     assert watch.problems() == []
+    if CAPTURE:
+        Path(CAPTURE).write_text("".join(json.dumps(c) + "\n" for c in captured))
