@@ -269,6 +269,10 @@ def main() -> int:
             t0 = time.perf_counter()
             wl = asyncio.run(load(base, key, start, batches, args))
             load_s = time.perf_counter() - t0
+            m = httpx.get(f"{base}/metrics").text
+            # what the workers had not yet stored when the load stopped: if it is large the
+            # workers, not the edge, are the bottleneck
+            left = metric(m, r'weftline_stream_backlog_entries\{kind="replay"\}')
             backlog = -1.0
             while time.perf_counter() - t0 < args.seconds + 300:
                 m = httpx.get(f"{base}/metrics").text
@@ -307,7 +311,8 @@ def main() -> int:
     )
     print(
         f"{'workers':<34} stream drained {drained_s:.1f} s after the first post "
-        f"(load ran {load_s:.1f} s): {decoded:.0f} messages decoded, "
+        f"(load ran {load_s:.1f} s; {left:.0f} entries not yet stored then): "
+        f"{decoded:.0f} messages decoded, "
         f"{decoded / drained_s:.0f} messages/s decoded and stored end to end"
     )
     print(
