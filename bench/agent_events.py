@@ -151,9 +151,9 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-def report(name: str, r: dict, floor: dict | None = None) -> None:
+def report(name: str, r: dict, floor: dict | None = None, unit: str = "events") -> None:
     line = (
-        f"{name:<34} {r['rps']:>8.0f} req/s {r['eps']:>9.0f} events/s"
+        f"{name:<34} {r['rps']:>8.0f} req/s {r['eps']:>9.0f} {unit}/s"
         f"  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  statuses {r['statuses']}"
     )
     print(line)

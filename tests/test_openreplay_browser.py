@@ -1,10 +1,12 @@
 """The real `@openreplay/tracker` (npm, unmodified, bundled with esbuild) in headless
-Chromium against the live app: sessions, clicks, network, errors end to end, plus
-continuation on reload and a clean restart after a 401."""
+Chromium against the live app: sessions, clicks, network, errors end to end, a React
+Flow canvas (`@xyflow/react`) whose interactions reach agent_events through
+`tracker.event`, plus continuation on reload and a clean restart after a 401."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -12,13 +14,17 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import orjson
 import pytest
 
 from tests.conftest import wait_for
 
 PAGE_DIR = Path(__file__).parent / "browser" / "openreplay"
+# Set to a file path to record the tracker's batch requests of the React Flow session
+# (what bench/replay_ingest.py replays): WEFTLINE_CAPTURE_REPLAY=tests/data/openreplay/…
+CAPTURE = os.environ.get("WEFTLINE_CAPTURE_REPLAY")
 CHROMIUM = "/usr/bin/chromium"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 CHROMIUM_ARGS = [
@@ -37,8 +43,11 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def tracker_bundle(tmp_path_factory) -> bytes:
-    if not (PAGE_DIR / "node_modules" / "@openreplay" / "tracker").exists():
+def tracker_bundle(tmp_path_factory) -> tuple[bytes, bytes]:
+    """(script, stylesheet): the tracker and the React Flow canvas in one script; esbuild
+    writes the CSS React Flow imports next to it."""
+    modules = PAGE_DIR / "node_modules"
+    if not all((modules / m).exists() for m in ("@openreplay/tracker", "@xyflow/react")):
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PAGE_DIR, check=True)
     out = tmp_path_factory.mktemp("bundle") / "tracker.js"
     subprocess.run(
@@ -48,12 +57,14 @@ def tracker_bundle(tmp_path_factory) -> bytes:
             "--bundle",
             "--format=iife",
             f"--outfile={out}",
+            "--jsx=automatic",
+            '--define:process.env.NODE_ENV="production"',
             "--log-level=warning",
         ],
         cwd=PAGE_DIR,
         check=True,
     )
-    return out.read_bytes()
+    return out.read_bytes(), out.with_suffix(".css").read_bytes()
 
 
 @pytest.fixture
@@ -61,6 +72,7 @@ def site(tracker_bundle) -> Iterator[str]:
     """The app's own origin (another port than Weftline, so every ingest call is
     cross-origin, as in production)."""
     page = (PAGE_DIR / "page.html").read_bytes()
+    script, css = tracker_bundle
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:
@@ -80,10 +92,15 @@ def site(tracker_bundle) -> Iterator[str]:
             if path == "/":
                 self._send(200, "text/html; charset=utf-8", page)
             elif path == "/tracker.js":
-                self._send(200, "text/javascript", tracker_bundle)
+                self._send(200, "text/javascript", script)
+            elif path == "/tracker.css":
+                self._send(200, "text/css", css)
             elif path == "/api/data":
                 got = self.headers.get("traceparent", "")
-                body = json.dumps({"ok": True, "traceparent": got}).encode()
+                query = parse_qs(urlsplit(self.path).query)
+                body = json.dumps(
+                    {"ok": True, "traceparent": got, "node": query.get("node", [""])[0]}
+                ).encode()
                 self._send(200, "application/json", body, [("traceresponse", "00-abc-def-01")])
             else:
                 self._send(404, "text/plain", b"not found")
@@ -139,8 +156,10 @@ def api(http, app, project, path):
     return r.json() if r.status_code == 200 else None
 
 
-def open_page(browser, site, app, project):
+def open_page(browser, site, app, project, on_request=None):
     page = browser.new_page()
+    if on_request is not None:
+        page.on("request", on_request)
     watch = Watch(page, f"{app.url}/ingest")
     query = urlencode({"key": project.public_key, "ingest": f"{app.url}/ingest"})
     page.goto(f"{site}/?{query}")
@@ -256,3 +275,130 @@ def test_stale_token_401_restarts_the_tracker_cleanly(
     timeline_with(http, app, project, new, lambda d, k: "page" in k)
     page.close()
     assert watch.problems(allow_401=True) == []
+
+
+def _tracker_request(request) -> dict:
+    """One tracker request as sent: endpoint, query, DataType, encoding and body bytes."""
+    headers = request.headers
+    url = urlsplit(request.url)
+    return {
+        "endpoint": url.path.rsplit("/", 1)[-1],
+        "query": url.query,
+        "datatype": headers.get("datatype", ""),
+        "content_encoding": headers.get("content-encoding", ""),
+        "body_hex": (request.post_data_buffer or b"").hex(),
+    }
+
+
+def _drag(page, start: dict, end: dict) -> None:
+    """A real pointer drag (down, several moves, up), as React Flow's d3-drag expects."""
+    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + end["height"] / 2, steps=12)
+    page.mouse.up()
+
+
+def test_react_flow_canvas_reaches_timeline_and_agent_events(
+    browser, site, serve, settings, valkey, ch, http
+):
+    settings.openreplay.token_secret = "f" * 40
+    app = serve(settings, valkey.url, ch=ch)
+    project = settings.projects[0]
+    captured: list[dict] = []
+
+    def capture(request) -> None:
+        if request.method == "POST" and "/ingest/v1/web/" in request.url:
+            captured.append(_tracker_request(request))
+
+    page, watch, started = open_page(browser, site, app, project, capture)
+    sid = started["sessionID"]
+    wait_for(lambda: page.evaluate("() => window.flowReady === true"), timeout=10)
+    node = '.react-flow__node[data-id="{}"]'.format
+    assert page.locator(".react-flow__node").count() == 3
+
+    # Click a node: onNodeClick sends the visualization_interaction, logs and fetches.
+    page.click(node("coder"))
+    loaded = wait_for(lambda: page.evaluate("() => window.lastNodeFetch"), timeout=10)
+    assert loaded["node"] == "coder"
+    # Drag another node by a real pointer drag (onNodeDragStop).
+    box = page.locator(node("reviewer")).bounding_box()
+    _drag(page, box, {**box, "x": box["x"] + 120, "y": box["y"] + 30})
+    moved = page.locator(node("reviewer")).bounding_box()
+    assert moved["x"] > box["x"] + 60
+    # Connect coder → reviewer from handle to handle (onConnect).
+    _drag(
+        page,
+        page.locator(f"{node('coder')} .react-flow__handle.source").bounding_box(),
+        page.locator(f"{node('reviewer')} .react-flow__handle.target").bounding_box(),
+    )
+    wait_for(lambda: page.locator(".react-flow__edge").count() == 2, timeout=5)
+    page.fill("#name", "Grace")
+    page.press("#name", "Tab")
+    page.evaluate(
+        """() => {
+        console.warn("canvas review pending");
+        setTimeout(() => { throw new TypeError("canvas render failed"); }, 0);
+    }"""
+    )
+    time.sleep(0.3)
+    page.evaluate("() => window.tracker.forceFlushBatch()")
+
+    def complete(d, kinds):
+        actions = {
+            orjson.loads(i["value"]).get("action")
+            for i in d["timeline"]
+            if i["kind"] == "custom" and i.get("name") == "visualization_interaction"
+        }
+        agent = {i["detail"].get("action") for i in d["items"] if i["source"] == "agent"}
+        want = {"node_click", "node_drag_stop", "edge_connect"}
+        return (
+            {"click", "input", "network", "console", "exception"} <= kinds
+            and want <= actions
+            and want <= agent
+        )
+
+    d = timeline_with(http, app, project, sid, complete)
+    items = d["timeline"]
+
+    clicks = [i for i in items if i["kind"] == "click"]
+    node_click = next(i for i in clicks if i.get("name") == "Coder")
+    assert "react-flow__node" in node_click["selector"] or "coder" in node_click["selector"]
+    assert 0 < node_click["x"] <= 10000 and 0 < node_click["y"] <= 10000
+    typed = next(i for i in items if i["kind"] == "input" and i.get("value") == "Grace")
+    assert typed["details"]["masked"] is False
+    net = next(i for i in items if i["kind"] == "network" and "node=coder" in i["url"])
+    assert (net["method"], net["status"]) == ("GET", 200)
+    assert '"node":"coder"' in net["response_body"]
+    logs = {(i["name"], i["value"]) for i in items if i["kind"] == "console"}
+    assert ("log", "selected node coder") in logs and ("warn", "canvas review pending") in logs
+    excs = [(i["name"], i["value"]) for i in items if i["kind"] == "exception"]
+    assert ("TypeError", "canvas render failed") in excs
+
+    customs = {
+        (p := orjson.loads(i["value"]))["action"]: p
+        for i in items
+        if i["kind"] == "custom" and i.get("name") == "visualization_interaction"
+    }
+    assert customs["node_click"]["node_id"] == "coder"
+    assert customs["node_click"]["agent_id"] == "agent-coder"
+    assert customs["node_click"]["viewport"]["zoom"] > 0
+    assert customs["node_drag_stop"]["node_id"] == "reviewer"
+    assert (customs["edge_connect"]["edge_source"], customs["edge_connect"]["edge_target"]) == (
+        "coder",
+        "reviewer",
+    )
+    # The same interactions as agent events, linked to the session by its id.
+    agent = {i["detail"]["action"]: i for i in d["items"] if i["source"] == "agent"}
+    click_ev = agent["node_click"]
+    assert click_ev["reason"] == "session_id field" and click_ev["detail"]["session_id"] == sid
+    assert (click_ev["detail"]["node_id"], click_ev["ref"]["agent_id"]) == ("coder", "agent-coder")
+    assert click_ev["title"] == "canvas node click: coder"
+    assert agent["node_drag_stop"]["detail"]["node_id"] == "reviewer"
+    assert agent["edge_connect"]["title"] == "canvas edge connect: coder→reviewer"
+    history = api(http, app, project, "agents/agent-coder/events")
+    assert any(e.get("session_id") == sid for e in history["events"])
+
+    page.close()
+    assert watch.problems() == []
+    if CAPTURE:
+        Path(CAPTURE).write_text("".join(json.dumps(c) + "\n" for c in captured))

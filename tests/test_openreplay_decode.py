@@ -250,3 +250,36 @@ def test_mutated_real_batches_never_raise_anything_else(name, edits, cut):
         decode_batches(bytes(data))
     except OpenReplayDecodeError:
         pass
+
+
+def test_captured_react_flow_session_decodes_whole():
+    """The React Flow session recorded by the browser test (what bench/replay_ingest.py
+    replays): every request decodes, visual bodies split where the query says, and the
+    canvas interactions are in it."""
+    from urllib.parse import parse_qs
+
+    import orjson
+
+    from bench.replay_ingest import CAPTURE, load_capture
+
+    reqs = [orjson.loads(line) for line in CAPTURE.read_text().splitlines()]
+    assert [r["endpoint"] for r in reqs][:2] == ["start", "i"]
+    msgs = []
+    for r in reqs[1:]:
+        body = bytes.fromhex(r["body_hex"])
+        batches = decode_batches(body)
+        split = parse_qs(r["query"]).get("split")
+        if r["datatype"] == "visual":
+            assert split and batches[1].offset == int(split[0])
+        msgs += [t.message for b in batches for t in b.messages]
+    # The DOM snapshot's attribute strings: React Flow's node elements are in the page.
+    strings = {m.value for m in msgs if m.NAME == "StringDictGlobal"}
+    assert any("react-flow__node" in s for s in strings)
+    customs = [orjson.loads(m.payload) for m in msgs if m.NAME == "CustomEvent"]
+    assert [c["action"] for c in customs] == ["node_click", "node_drag_stop", "edge_connect"]
+    assert any(m.NAME == "InputChange" and m.value == "Grace" for m in msgs)
+    assert any(m.NAME == "NetworkRequest" and "node=coder" in m.url for m in msgs)
+    start, replayed = load_capture(CAPTURE)
+    assert start["trackerVersion"].startswith("19.")
+    assert sum(b.messages for b in replayed) == len(msgs)
+    assert sum(b.agent_events for b in replayed) == 3
