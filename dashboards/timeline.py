@@ -113,9 +113,14 @@ def _replay_title(e: dict[str, Any]) -> str:
     return f"{k} {e.get('name') or ''} {e.get('value') or ''}".strip()
 
 
+AGENT_EVENT_TYPES = {"agent_state", "task_update", "visualization_interaction", "hitl"}
+
+
 def replay_items(rows: list[dict[str, Any]]) -> list[Item]:
     items = []
     for e in rows:
+        if e["kind"] == "custom" and e.get("name") in AGENT_EVENT_TYPES:
+            continue  # also stored as an agent event, which the timeline shows already
         kind = REPLAY_KINDS.get(e["kind"], e["kind"])
         status = e.get("status") or 0
         bad = e["kind"] == "exception" or (

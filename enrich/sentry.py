@@ -757,7 +757,6 @@ def decode_envelope_entry(
 class SentryHandler:
     kind = "sentry"
     # decode reads source maps from ClickHouse on a cache miss: run it off the loop.
-    decode_in_thread = True
 
     def __init__(
         self,

@@ -222,12 +222,10 @@ class StreamConsumer:
         return batch
 
     async def _process(self, batch: Sequence[Entry], stop: asyncio.Event) -> None:
-        if getattr(self.handler, "decode_in_thread", False):
-            # A handler whose decode may block (e.g. reads source maps from storage on
-            # a cache miss) must not stall the event loop the edge also runs on.
-            rows, good, dead = await asyncio.to_thread(self._decode_batch, batch)
-        else:
-            rows, good, dead = self._decode_batch(batch)
+        # Decoding a large batch takes long enough to stall the event loop, which the edge
+        # shares in `weftline up` (and a decoder may block, e.g. Sentry reading a source map
+        # on a cache miss): in a thread, the edge keeps answering between GIL switches.
+        rows, good, dead = await asyncio.to_thread(self._decode_batch, batch)
         await self._finish(rows, good, dead, stop)
 
     def _decode_batch(
