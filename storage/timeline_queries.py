@@ -9,16 +9,21 @@ from storage.clickhouse import ClickHouse
 
 
 def session_traces(ch: ClickHouse, project_id: int, session_id: str) -> dict[str, str]:
-    """Trace ids tied to the session, with the reason for each."""
+    """Trace ids tied to the session, with the reason for each: the evidence the workers
+    wrote down first (links), then spans that carry the session id but were stored
+    without a link (session_traces is their per-session index, filled by the spans view).
+    Ordered, so the reason shown does not depend on which branch ClickHouse reads first."""
     db = ch.database
     rows = ch.query(
-        f"SELECT target_id AS trace_id, any(reason) AS reason FROM {db}.links FINAL"
-        " WHERE project_id = {p:UInt32} AND session_id = {s:String} AND kind = 'trace'"
-        " GROUP BY target_id"
+        "SELECT trace_id, reason FROM ("
+        f" SELECT 0 AS pri, target_id AS trace_id, min(reason) AS reason FROM {db}.links FINAL"
+        "  WHERE project_id = {p:UInt32} AND session_id = {s:String} AND kind = 'trace'"
+        "  GROUP BY target_id"
         " UNION ALL"
-        " SELECT trace_id, 'span carries the session id' AS reason"
-        f" FROM {db}.spans WHERE project_id = {{p:UInt32}} AND session_id = {{s:String}}"
-        " GROUP BY trace_id",
+        " SELECT 1 AS pri, trace_id, 'span carries the session id' AS reason"
+        f" FROM {db}.session_traces WHERE project_id = {{p:UInt32}} AND session_id = {{s:String}}"
+        "  GROUP BY trace_id"
+        ") ORDER BY pri, trace_id",
         {"p": project_id, "s": session_id},
     )
     out: dict[str, str] = {}
@@ -27,40 +32,73 @@ def session_traces(ch: ClickHouse, project_id: int, session_id: str) -> dict[str
     return out
 
 
+AGENT_COLUMNS = (
+    "event_uid, type, ts, agent_id, session_id, trace_id, status, task_id,"
+    " current_task, action, node_id, node_type, edge_source, edge_target, hitl_kind,"
+    " duration_ms, response_time_ms, error"
+)
+
+
 def agent_events_for(
     ch: ClickHouse, project_id: int, session_id: str, trace_ids: list[str]
 ) -> list[dict[str, Any]]:
+    """Events with the session id, then those of its traces that name another session or
+    none. Two disjoint branches rather than one OR: each can then use its own bloom
+    filter (an OR across two indexed columns prunes nothing, so the table was scanned)."""
+    db = ch.database
+    by_trace = (
+        " UNION ALL"
+        f" SELECT {AGENT_COLUMNS} FROM {db}.agent_events FINAL"
+        " WHERE project_id = {p:UInt32} AND trace_id IN {t:Array(String)}"
+        " AND trace_id != '' AND session_id != {s:String}"
+        if trace_ids
+        else ""
+    )
     return ch.query(
-        "SELECT event_uid, type, ts, agent_id, session_id, trace_id, status, task_id,"
-        " current_task, action, node_id, node_type, edge_source, edge_target, hitl_kind,"
-        " duration_ms, response_time_ms, error"
-        f" FROM {ch.database}.agent_events FINAL"
-        " WHERE project_id = {p:UInt32}"
-        " AND (session_id = {s:String} OR (trace_id != '' AND has({t:Array(String)}, trace_id)))"
-        " ORDER BY ts, event_uid LIMIT 10000",
+        f"SELECT {AGENT_COLUMNS} FROM ("
+        f" SELECT {AGENT_COLUMNS} FROM {db}.agent_events FINAL"
+        " WHERE project_id = {p:UInt32} AND session_id = {s:String}"
+        f"{by_trace}"
+        ") ORDER BY ts, event_uid LIMIT 10000",
         {"p": project_id, "s": session_id, "t": trace_ids},
     )
 
 
 def spans_for(ch: ClickHouse, project_id: int, trace_ids: list[str]) -> list[dict[str, Any]]:
+    """Spans of the traces, read within the traces' time range from trace_times (as the
+    trace view does): `spans` is sorted by service and name, so without it every day's
+    partition is searched through the trace-id bloom filter."""
     if not trace_ids:
         return []
+    db = ch.database
     return ch.query(
-        "SELECT trace_id, span_id, parent_span_id, name, kind, op, status_code, status_message,"
+        "WITH (SELECT (min(start_time), max(end_time)) FROM"
+        f" {db}.trace_times WHERE project_id = {{p:UInt32}} AND trace_id IN {{t:Array(String)}})"
+        " AS bounds"
+        " SELECT trace_id, span_id, parent_span_id, name, kind, op, status_code, status_message,"
         " service_name, source, start_time, duration_ns, session_id, attributes"
-        f" FROM {ch.database}.spans FINAL"
-        " WHERE project_id = {p:UInt32} AND has({t:Array(String)}, trace_id)"
+        f" FROM {db}.spans FINAL"
+        " WHERE project_id = {p:UInt32} AND trace_id IN {t:Array(String)}"
+        " AND start_time BETWEEN bounds.1 AND bounds.2"
         " ORDER BY start_time LIMIT 20000",
         {"p": project_id, "t": trace_ids},
     )
 
 
 def replay_events_for(ch: ClickHouse, project_id: int, session_id: str) -> list[dict[str, Any]]:
+    """The session's tracker events, read within its time range (replay_session_bounds):
+    the table is partitioned by day, and a session id alone makes every part of every
+    day answer with a granule of other sessions."""
+    db = ch.database
     return ch.query(
-        "SELECT event_uid, ts, kind, page_url, name, selector, url, method, status,"
+        "WITH (SELECT (min(first_ts), max(last_ts)) FROM"
+        f" {db}.replay_session_bounds WHERE project_id = {{p:UInt32}} AND session_id = {{s:String}})"
+        " AS bounds"
+        " SELECT event_uid, ts, kind, page_url, name, selector, url, method, status,"
         " duration_ms, value, trace_id, span_id"
-        f" FROM {ch.database}.replay_events FINAL"
+        f" FROM {db}.replay_events FINAL"
         " WHERE project_id = {p:UInt32} AND session_id = {s:String}"
+        " AND ts BETWEEN bounds.1 AND bounds.2"
         " AND kind NOT IN ('performance', 'resource', 'viewport', 'tab')"
         " ORDER BY ts, page_no, event_uid LIMIT 20000",
         {"p": project_id, "s": session_id},
@@ -109,13 +147,25 @@ def linked_error_ids(ch: ClickHouse, project_id: int, session_id: str) -> dict[s
 def errors_for(
     ch: ClickHouse, project_id: int, event_ids: list[str], trace_ids: list[str]
 ) -> list[dict[str, Any]]:
+    """Errors by event id, then those of the traces not already among them: disjoint
+    branches, each pruned by its own bloom filter (an OR of the two scans the table)."""
     if not event_ids and not trace_ids:
         return []
+    db = ch.database
+    branches = []
+    if event_ids:
+        branches.append(
+            f"SELECT {ERROR_COLUMNS} FROM {db}.sentry_errors FINAL"
+            " WHERE project_id = {p:UInt32} AND event_id IN {e:Array(String)}"
+        )
+    if trace_ids:
+        branches.append(
+            f"SELECT {ERROR_COLUMNS} FROM {db}.sentry_errors FINAL"
+            " WHERE project_id = {p:UInt32} AND trace_id IN {t:Array(String)}"
+            " AND trace_id != '' AND event_id NOT IN {e:Array(String)}"
+        )
     return ch.query(
-        f"SELECT {ERROR_COLUMNS} FROM {ch.database}.sentry_errors FINAL"
-        " WHERE project_id = {p:UInt32}"
-        " AND (has({e:Array(String)}, event_id)"
-        "      OR (trace_id != '' AND has({t:Array(String)}, trace_id)))"
+        f"SELECT {ERROR_COLUMNS} FROM ({' UNION ALL '.join(branches)})"
         " ORDER BY timestamp LIMIT 5000",
         {"p": project_id, "e": event_ids, "t": trace_ids},
     )
