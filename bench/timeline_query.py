@@ -71,7 +71,8 @@ def s_dur(i: str) -> str:
 
 def user_of(i: str, sessions: int) -> str:
     users = max(1, sessions // 2)
-    return f"if(cityHash64({i}, 'u') % 10 < 6, concat('user-', toString(cityHash64({i}, 'u') % {users})), '')"
+    h = f"cityHash64({i}, 'u')"
+    return f"if({h} % 10 < 6, concat('user-', toString({h} % {users})), '')"
 
 
 def hex16(*parts: str) -> str:
@@ -114,7 +115,10 @@ class Plan:
     def event_session(self, n: str) -> str:
         heavy = max(1, self.sessions // 100)
         h = f"cityHash64({n}, 'sess')"
-        return f"if({h} % 10 = 0, (intDiv({h}, 10) % {heavy}) * 100, intDiv({h}, 10) % {self.sessions})"
+        return (
+            f"if({h} % 10 = 0, (intDiv({h}, 10) % {heavy}) * 100,"
+            f" intDiv({h}, 10) % {self.sessions})"
+        )
 
     def trace_start(self, t: str) -> str:
         """Session traces start inside their session (t % sessions); background ones anywhere."""
@@ -135,7 +139,8 @@ INSERT INTO {db}.replay_sessions (project_id, session_id, started_at, user_uuid,
   metadata, ended, last_event_at, duration_ms, pages_count, events_count, errors_count, version)
 SELECT {PROJECT}, {sid(i)}, {ms_to_dt(start)}, {hex16(i, "'uuid'")}, {user_of(i, self.sessions)},
   '', '16.0.0', '', 'Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36',
-  ['Chrome', 'Firefox', 'Safari'][1 + {i} % 3], '126.0', ['Linux', 'Windows', 'Mac OS X'][1 + {i} % 3],
+  ['Chrome', 'Firefox', 'Safari'][1 + {i} % 3], '126.0',
+  ['Linux', 'Windows', 'Mac OS X'][1 + {i} % 3],
   '', 'desktop', '', ['DE', 'FR', 'US', 'GB'][1 + {i} % 4], 'Europe/Berlin', 1920, 1080, '',
   map('plan', ['free', 'pro'][1 + {i} % 2]), 1, {ms_to_dt(f"{start} + {s_dur(i)}")},
   {s_dur(i)}, 1 + {i} % 5, 100, 0, toUInt64({start} + {s_dur(i)})
@@ -163,7 +168,8 @@ SELECT {PROJECT}, {sid(i)}, concat(toString(page), ':tab-1:1:', toString(number)
           kind = 'web_vital', 'LCP', kind = 'resource', 'script', ''),
   if(kind IN ('click', 'input'), concat('#canvas > div.node-', toString(r % 50)), ''),
   multiIf(kind = 'network', concat('https://api.example.com/api/items/', toString(r % 1000)),
-          kind = 'resource', concat('https://cdn.example.com/static/chunk-', toString(r % 40), '.js'),
+          kind = 'resource',
+          concat('https://cdn.example.com/static/chunk-', toString(r % 40), '.js'),
           ''),
   if(kind = 'network', ['GET', 'GET', 'POST', 'PUT'][1 + r % 4], ''),
   if(kind = 'network', [200, 200, 200, 200, 201, 204, 304, 404, 500, 200][1 + r % 10], 0),
@@ -228,7 +234,8 @@ SELECT {PROJECT}, if({t} % 10 = 9, 'sentry', 'otlp'), {trace_id(t)}, {span_id(t,
   toUInt64((5 - {j}) * 20000000 + cityHash64({t}, {j}, 'dur') % 10000000),
   map('service.name', {svc}, 'deployment.environment', 'prod'),
   if({in_session},
-     map('http.route', '/api/run', 'http.method', 'POST', 'session.id', {sid(f"{t} % {self.sessions}")}),
+     map('http.route', '/api/run', 'http.method', 'POST',
+         'session.id', {sid(f"{t} % {self.sessions}")}),
      map('http.route', '/api/run', 'http.method', 'POST')),
   [], [], [], [], [], [],
   if({in_session}, {sid(f"{t} % {self.sessions}")}, ''),
@@ -245,7 +252,7 @@ FROM (SELECT intDiv(number, 5) AS t, number % 5 AS j FROM numbers({lo}, {n}))"""
         t_backend = f"(cityHash64({e}, 'et') % {self.session_traces})"
         js = f"({c} < 5 OR {c} = 8)"
         ts = (
-            f"multiIf({c} < 5 OR {c} = 8, {s_start(i, self.base)} + cityHash64({e}, 'o') % {s_dur(i)},"
+            f"multiIf({js}, {s_start(i, self.base)} + cityHash64({e}, 'o') % {s_dur(i)},"
             f" {c} < 8, {self.trace_start(t_backend)} + 40,"
             f" {self.base} + cityHash64({e}, 'o') % {DAYS * DAY_MS})"
         )
@@ -462,10 +469,9 @@ def summary(ch: ChdbClickHouse) -> None:
     )
     print("tables:")
     for r in rows:
-        if int(r["n"]):
-            print(
-                f"  {r['table']:<22} {int(r['n']):>12,} rows {int(r['parts']):>4} parts {r['size']:>10}"
-            )
+        n, parts = int(r["n"]), int(r["parts"])
+        if n:
+            print(f"  {r['table']:<22} {n:>12,} rows {parts:>4} parts {r['size']:>10}")
 
 
 # --- measuring -------------------------------------------------------------------------

@@ -211,7 +211,7 @@ def merge_duplicate_errors(items: list[Item]) -> list[Item]:
 
 
 def build_timeline(ch: ClickHouse, project_id: int, session_id: str) -> dict[str, Any]:
-    traces = q.session_traces(ch, project_id, session_id)
+    traces, linked = q.session_links(ch, project_id, session_id)
     replay_rows = q.replay_events_for(ch, project_id, session_id)
     for e in replay_rows:  # the app's traceparent, seen by the tracker on a fetch
         if e.get("trace_id") and e["trace_id"] not in traces:
@@ -221,7 +221,6 @@ def build_timeline(ch: ClickHouse, project_id: int, session_id: str) -> dict[str
         if e["session_id"] == session_id and e["trace_id"] and e["trace_id"] not in traces:
             traces[e["trace_id"]] = "agent event with session_id and trace_id"
 
-    linked = q.linked_error_ids(ch, project_id, session_id)
     errors = q.errors_for(ch, project_id, list(linked), list(traces))
     reasons = {e["event_id"]: linked.get(e["event_id"]) or f"trace {e['trace_id']}" for e in errors}
     if not linked:  # no key at all: fall back to the same user in the same time window

@@ -8,28 +8,33 @@ from typing import Any
 from storage.clickhouse import ClickHouse
 
 
-def session_traces(ch: ClickHouse, project_id: int, session_id: str) -> dict[str, str]:
-    """Trace ids tied to the session, with the reason for each: the evidence the workers
-    wrote down first (links), then spans that carry the session id but were stored
-    without a link (session_traces is their per-session index, filled by the spans view).
-    Ordered, so the reason shown does not depend on which branch ClickHouse reads first."""
+def session_links(
+    ch: ClickHouse, project_id: int, session_id: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Traces and errors tied to the session, each with its reason, in one read: the
+    evidence the workers wrote down (links) first, then spans that carry the session id
+    but were stored without a link (session_traces is their per-session index). Ordered,
+    so the reason kept for a trace does not depend on which branch is read first."""
     db = ch.database
     rows = ch.query(
-        "SELECT trace_id, reason FROM ("
-        f" SELECT 0 AS pri, target_id AS trace_id, min(reason) AS reason FROM {db}.links FINAL"
-        "  WHERE project_id = {p:UInt32} AND session_id = {s:String} AND kind = 'trace'"
-        "  GROUP BY target_id"
+        "SELECT kind, target_id, reason FROM ("
+        f" SELECT 0 AS pri, kind, target_id, min(reason) AS reason FROM {db}.links FINAL"
+        "  WHERE project_id = {p:UInt32} AND session_id = {s:String}"
+        "  AND kind IN ('trace', 'error')"
+        "  GROUP BY kind, target_id"
         " UNION ALL"
-        " SELECT 1 AS pri, trace_id, 'span carries the session id' AS reason"
+        " SELECT 1 AS pri, 'trace' AS kind, trace_id AS target_id,"
+        " 'span carries the session id' AS reason"
         f" FROM {db}.session_traces WHERE project_id = {{p:UInt32}} AND session_id = {{s:String}}"
         "  GROUP BY trace_id"
-        ") ORDER BY pri, trace_id",
+        ") ORDER BY pri, kind, target_id",
         {"p": project_id, "s": session_id},
     )
-    out: dict[str, str] = {}
+    traces: dict[str, str] = {}
+    errors: dict[str, str] = {}
     for r in rows:
-        out.setdefault(r["trace_id"], r["reason"])
-    return out
+        (traces if r["kind"] == "trace" else errors).setdefault(r["target_id"], r["reason"])
+    return traces, errors
 
 
 AGENT_COLUMNS = (
@@ -42,44 +47,31 @@ AGENT_COLUMNS = (
 def agent_events_for(
     ch: ClickHouse, project_id: int, session_id: str, trace_ids: list[str]
 ) -> list[dict[str, Any]]:
-    """Events with the session id, then those of its traces that name another session or
-    none. Two disjoint branches rather than one OR: each can then use its own bloom
-    filter (an OR across two indexed columns prunes nothing, so the table was scanned)."""
+    """Events with the session id or one of its traces, read only where agent_event_keys
+    says they can be (their agents, within their time range): `agent_events` is sorted by
+    agent, and its bloom filters alone let most of the table through."""
     db = ch.database
-    by_trace = (
-        " UNION ALL"
-        f" SELECT {AGENT_COLUMNS} FROM {db}.agent_events FINAL"
-        " WHERE project_id = {p:UInt32} AND trace_id IN {t:Array(String)}"
-        " AND trace_id != '' AND session_id != {s:String}"
-        if trace_ids
-        else ""
-    )
     return ch.query(
-        f"SELECT {AGENT_COLUMNS} FROM ("
+        "WITH (SELECT (groupUniqArray(agent_id), min(first_ts), max(last_ts))"
+        f" FROM {db}.agent_event_keys WHERE project_id = {{p:UInt32}}"
+        " AND ((key_kind = 'session' AND key = {s:String})"
+        "      OR (key_kind = 'trace' AND key IN {t:Array(String)}))) AS keys"
         f" SELECT {AGENT_COLUMNS} FROM {db}.agent_events FINAL"
-        " WHERE project_id = {p:UInt32} AND session_id = {s:String}"
-        f"{by_trace}"
-        ") ORDER BY ts, event_uid LIMIT 10000",
+        " WHERE project_id = {p:UInt32} AND agent_id IN keys.1 AND ts BETWEEN keys.2 AND keys.3"
+        " AND (session_id = {s:String} OR (trace_id != '' AND has({t:Array(String)}, trace_id)))"
+        " ORDER BY ts, event_uid LIMIT 10000",
         {"p": project_id, "s": session_id, "t": trace_ids},
     )
 
 
 def spans_for(ch: ClickHouse, project_id: int, trace_ids: list[str]) -> list[dict[str, Any]]:
-    """Spans of the traces, read within the traces' time range from trace_times (as the
-    trace view does): `spans` is sorted by service and name, so without it every day's
-    partition is searched through the trace-id bloom filter."""
     if not trace_ids:
         return []
-    db = ch.database
     return ch.query(
-        "WITH (SELECT (min(start_time), max(end_time)) FROM"
-        f" {db}.trace_times WHERE project_id = {{p:UInt32}} AND trace_id IN {{t:Array(String)}})"
-        " AS bounds"
-        " SELECT trace_id, span_id, parent_span_id, name, kind, op, status_code, status_message,"
+        "SELECT trace_id, span_id, parent_span_id, name, kind, op, status_code, status_message,"
         " service_name, source, start_time, duration_ns, session_id, attributes"
-        f" FROM {db}.spans FINAL"
-        " WHERE project_id = {p:UInt32} AND trace_id IN {t:Array(String)}"
-        " AND start_time BETWEEN bounds.1 AND bounds.2"
+        f" FROM {ch.database}.spans FINAL"
+        " WHERE project_id = {p:UInt32} AND has({t:Array(String)}, trace_id)"
         " ORDER BY start_time LIMIT 20000",
         {"p": project_id, "t": trace_ids},
     )
@@ -92,8 +84,8 @@ def replay_events_for(ch: ClickHouse, project_id: int, session_id: str) -> list[
     db = ch.database
     return ch.query(
         "WITH (SELECT (min(first_ts), max(last_ts)) FROM"
-        f" {db}.replay_session_bounds WHERE project_id = {{p:UInt32}} AND session_id = {{s:String}})"
-        " AS bounds"
+        f" {db}.replay_session_bounds"
+        " WHERE project_id = {p:UInt32} AND session_id = {s:String}) AS bounds"
         " SELECT event_uid, ts, kind, page_url, name, selector, url, method, status,"
         " duration_ms, value, trace_id, span_id"
         f" FROM {db}.replay_events FINAL"
@@ -132,16 +124,6 @@ ERROR_COLUMNS = (
     " exception_types, exception_values, handled, trace_id, openreplay_session_id, user_id,"
     " release, environment, server_name, sdk_name, transaction"
 )
-
-
-def linked_error_ids(ch: ClickHouse, project_id: int, session_id: str) -> dict[str, str]:
-    rows = ch.query(
-        f"SELECT target_id, any(reason) AS reason FROM {ch.database}.links FINAL"
-        " WHERE project_id = {p:UInt32} AND session_id = {s:String} AND kind = 'error'"
-        " GROUP BY target_id",
-        {"p": project_id, "s": session_id},
-    )
-    return {r["target_id"]: r["reason"] for r in rows}
 
 
 def errors_for(
