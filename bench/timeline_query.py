@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
@@ -484,14 +485,16 @@ class Timed:
         self.ch = ch
         self.database = ch.database
         self.spent: dict[str, list[float]] = defaultdict(list)
+        self.cpu: dict[str, list[float]] = defaultdict(list)
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         caller = sys._getframe(1).f_code.co_name
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             return self.ch.query(sql, params)
         finally:
             self.spent[caller].append(time.perf_counter() - t0)
+            self.cpu[caller].append(time.process_time() - c0)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -512,13 +515,17 @@ def measure(ch: ChdbClickHouse, n: int, seed: int, save: Path | None) -> dict[st
     for s in picked[:10]:  # warm-up: first reads of marks/indexes from disk
         build_timeline(timed, PROJECT, s)  # type: ignore[arg-type]
     timed.spent.clear()
+    timed.cpu.clear()
     lat: list[float] = []
+    cpu: list[float] = []
     items: list[int] = []
+    load_before = os.getloadavg()[0]
     saved: dict[str, Any] = {}
     for k, s in enumerate(picked, 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         t = build_timeline(timed, PROJECT, s)  # type: ignore[arg-type]
         lat.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         items.append(len(t["items"]))
         if save:
             saved[s] = t
@@ -538,16 +545,25 @@ def measure(ch: ChdbClickHouse, n: int, seed: int, save: Path | None) -> dict[st
         f" p90 {pct(ms, 0.9):.1f} ms, p99 {pct(ms, 0.99):.1f} ms, max {max(ms):.1f} ms,"
         f" mean {statistics.fmean(ms):.1f} ms"
     )
+    # On a shared machine the wall time depends on the neighbours; the CPU time (this
+    # process: Python and chDB's threads) much less.
+    cms = [v * 1000 for v in cpu]
+    print(
+        f"  CPU per timeline: p50 {pct(cms, 0.5):.1f} ms, p99 {pct(cms, 0.99):.1f} ms;"
+        f" load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+        f" ({os.cpu_count()} CPUs)"
+    )
     print(
         f"  items per timeline: median {pct(items, 0.5)}, p99 {pct(items, 0.99)}, max {max(items)}"
     )
-    print("  per query (ms)          calls    p50    p99   total share")
+    print("  per query (ms)          calls    p50    p99  share  CPU p50")
     total = sum(sum(v) for v in timed.spent.values())
     for name, v in sorted(timed.spent.items(), key=lambda kv: -sum(kv[1])):
         vm = [x * 1000 for x in v]
+        cm = [x * 1000 for x in timed.cpu[name]]
         print(
             f"  {name:<22} {len(v):>6} {pct(vm, 0.5):>6.1f} {pct(vm, 0.99):>6.1f}"
-            f" {sum(v) / max(total, 1e-9) * 100:>6.0f}%"
+            f" {sum(v) / max(total, 1e-9) * 100:>5.0f}% {pct(cm, 0.5):>8.1f}"
         )
     return {"p50": pct(ms, 0.5), "p99": pct(ms, 0.99)}
 

@@ -1,5 +1,10 @@
 """Queries behind one session's timeline. Bound parameters only; FINAL where redelivery
-could leave a duplicate not yet merged."""
+could leave a duplicate not yet merged.
+
+PREWHERE with FINAL filters rows before duplicates are collapsed, which is only the same
+as filtering after when every copy of a row agrees on the condition: so PREWHERE here
+tests sort-key columns only (copies share their sort key). It lets ClickHouse read the
+other columns for the matching rows alone instead of whole granules."""
 
 from __future__ import annotations
 
@@ -57,8 +62,9 @@ def agent_events_for(
         " AND ((key_kind = 'session' AND key = {s:String})"
         "      OR (key_kind = 'trace' AND key IN {t:Array(String)}))) AS keys"
         f" SELECT {AGENT_COLUMNS} FROM {db}.agent_events FINAL"
-        " WHERE project_id = {p:UInt32} AND agent_id IN keys.1 AND ts BETWEEN keys.2 AND keys.3"
-        " AND (session_id = {s:String} OR (trace_id != '' AND has({t:Array(String)}, trace_id)))"
+        " PREWHERE project_id = {p:UInt32} AND agent_id IN keys.1"
+        " AND ts BETWEEN keys.2 AND keys.3"
+        " WHERE (session_id = {s:String} OR (trace_id != '' AND has({t:Array(String)}, trace_id)))"
         " ORDER BY ts, event_uid LIMIT 10000",
         {"p": project_id, "s": session_id, "t": trace_ids},
     )
@@ -71,7 +77,7 @@ def spans_for(ch: ClickHouse, project_id: int, trace_ids: list[str]) -> list[dic
         "SELECT trace_id, span_id, parent_span_id, name, kind, op, status_code, status_message,"
         " service_name, source, start_time, duration_ns, session_id, attributes"
         f" FROM {ch.database}.spans FINAL"
-        " WHERE project_id = {p:UInt32} AND has({t:Array(String)}, trace_id)"
+        " PREWHERE project_id = {p:UInt32} AND has({t:Array(String)}, trace_id)"
         " ORDER BY start_time LIMIT 20000",
         {"p": project_id, "t": trace_ids},
     )
@@ -89,9 +95,9 @@ def replay_events_for(ch: ClickHouse, project_id: int, session_id: str) -> list[
         " SELECT event_uid, ts, kind, page_url, name, selector, url, method, status,"
         " duration_ms, value, trace_id, span_id"
         f" FROM {db}.replay_events FINAL"
-        " WHERE project_id = {p:UInt32} AND session_id = {s:String}"
+        " PREWHERE project_id = {p:UInt32} AND session_id = {s:String}"
         " AND ts BETWEEN bounds.1 AND bounds.2"
-        " AND kind NOT IN ('performance', 'resource', 'viewport', 'tab')"
+        " WHERE kind NOT IN ('performance', 'resource', 'viewport', 'tab')"
         " ORDER BY ts, page_no, event_uid LIMIT 20000",
         {"p": project_id, "s": session_id},
     )
