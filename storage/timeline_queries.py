@@ -136,7 +136,8 @@ def errors_for(
     ch: ClickHouse, project_id: int, event_ids: list[str], trace_ids: list[str]
 ) -> list[dict[str, Any]]:
     """Errors by event id, then those of the traces not already among them: disjoint
-    branches, each pruned by its own bloom filter (an OR of the two scans the table)."""
+    branches, each pruned by its own bloom filter (under one OR the two filters let most
+    granules through, and FINAL widened that to the whole table)."""
     if not event_ids and not trace_ids:
         return []
     db = ch.database
