@@ -1,4 +1,4 @@
-"""The timeline's lookup tables (migration 0008) narrow its reads without dropping rows:
+"""The timeline's lookup tables (migration 0010) narrow its reads without dropping rows:
 a session across midnight, agent events reached only through a trace, data stored
 before the migration, redelivered copies."""
 
@@ -99,11 +99,11 @@ def test_reads_cover_midnight_trace_only_agents_and_redelivery(ch):
 def test_rows_stored_before_the_migration_are_found(chdb_session):
     db = chdb_session.with_database(f"t_{uuid.uuid4().hex[:12]}")
     applied_versions(db)  # creates schema_migrations
-    for mig in load_migrations():  # the schema as it was before 0008
-        if mig.version < 8:
+    for mig in load_migrations():  # the schema as it was before 0010
+        if mig.version < 10:
             for stmt in mig.statements:
                 db.command(stmt.replace("${db}", db.database))
             db.insert("schema_migrations", [{"version": mig.version, "name": mig.name}])
     expected = seed(db)
-    assert migrate(db) == [8]
+    assert migrate(db) == [10]
     check(db, expected)
