@@ -17,6 +17,109 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
+# Routes documented by summary: (path, method, summary, auth, path parameters, answers).
+_MORE: list[tuple[str, str, str, str, tuple[str, ...], tuple[int, ...]]] = [
+    (
+        "/api/v1/issues",
+        "get",
+        "Error issues (Sentry groups), newest first; from, to, status",
+        "token",
+        (),
+        (200, 401, 403),
+    ),
+    (
+        "/api/v1/issues/{group_id}",
+        "get",
+        "One issue: latest event and stack trace, hourly histogram, linked sessions, traces",
+        "token",
+        ("group_id",),
+        (200, 401, 404),
+    ),
+    (
+        "/api/v1/issues/{group_id}",
+        "patch",
+        'Set the status: {"status": "resolved" | "ignored" | "unresolved"}',
+        "token",
+        ("group_id",),
+        (200, 400, 401, 404),
+    ),
+    (
+        "/api/v1/errors/{event_id}",
+        "get",
+        "One stored error event",
+        "token",
+        ("event_id",),
+        (200, 401, 404),
+    ),
+    (
+        "/api/v1/sourcemaps",
+        "post",
+        "Upload source maps and minified files (raw with ?url=&release=, or multipart)",
+        "token",
+        (),
+        (201, 400, 401, 413),
+    ),
+    ("/api/v1/sourcemaps", "get", "List the uploaded artifacts", "token", (), (200, 401)),
+    (
+        "/api/{project_id}/envelope/",
+        "post",
+        "Sentry envelope endpoint (DSN http://KEY@HOST:PORT/PROJECT_ID)",
+        "sentry",
+        ("project_id",),
+        (200, 400, 401, 403, 413, 429),
+    ),
+    (
+        "/api/{project_id}/store/",
+        "post",
+        "Sentry legacy store endpoint",
+        "sentry",
+        ("project_id",),
+        (200, 400, 401, 403, 413, 429),
+    ),
+    (
+        "/ingest/v1/web/start",
+        "post",
+        "OpenReplay tracker: start or continue a session",
+        "tracker",
+        (),
+        (200, 400, 403, 429),
+    ),
+    (
+        "/ingest/v1/web/i",
+        "post",
+        "OpenReplay tracker: one batch (Bearer session token)",
+        "tracker",
+        (),
+        (200, 400, 401, 413, 429, 503),
+    ),
+]
+_SECURITY = {
+    "token": [{"queryToken": []}],
+    "sentry": [{"sentryAuth": []}, {"sentryKey": []}],
+    "tracker": [],
+}
+
+
+def _more_paths() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, method, summary, auth, params, answers in _MORE:
+        out.setdefault(path, {})[method] = {
+            "summary": summary,
+            "security": _SECURITY[auth],
+            "parameters": [
+                {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                for n in params
+            ],
+            "responses": {
+                str(code): (
+                    {"description": "ok"} if code < 300 else _error(f"HTTP {code}, with the reason")
+                )
+                for code in answers
+            },
+        }
+    return out
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     events_schema = EVENTS.json_schema(ref_template="#/components/schemas/{model}")
@@ -45,6 +148,8 @@ def openapi_document() -> dict[str, Any]:
                 "queryToken": {"type": "http", "scheme": "bearer"},
                 "ingestKey": {"type": "apiKey", "in": "header", "name": "X-Weftline-Key"},
                 "ingestKeyQuery": {"type": "apiKey", "in": "query", "name": "key"},
+                "sentryAuth": {"type": "apiKey", "in": "header", "name": "X-Sentry-Auth"},
+                "sentryKey": {"type": "apiKey", "in": "query", "name": "sentry_key"},
                 "bearerIngestKey": {"type": "http", "scheme": "bearer"},
             },
             "schemas": {
@@ -67,6 +172,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": {
             **traces_paths(),
+            **_more_paths(),
             "/api/v1/events": {
                 "post": {
                     "summary": "Send agent, task, HITL and React Flow canvas events",
