@@ -28,6 +28,12 @@ CREATE_RE = re.compile(
     r"(?P<args>\s*\([^)]*\))?(?P<rest>.*)$",
     re.I | re.S,
 )
+STORAGE_ONLY_ALTER_RE = re.compile(
+    r"^\s*(MODIFY\s+TTL|REMOVE\s+TTL|MODIFY\s+SETTING|RESET\s+SETTING|MATERIALIZE|"
+    r"ADD\s+INDEX|DROP\s+INDEX|CLEAR\s+INDEX|ADD\s+PROJECTION|DROP\s+PROJECTION|"
+    r"MODIFY\s+ORDER\s+BY)\b",
+    re.I,
+)
 ALTER_RE = re.compile(
     r"^\s*ALTER\s+TABLE\s+(?P<db>[A-Za-z_$][\w${}]*)\.(?P<table>[A-Za-z_]\w*)\s+(?P<rest>.*)$",
     re.I | re.S,
@@ -102,6 +108,10 @@ def cluster_statements(stmt: str, cluster: str) -> list[str]:
     m = ALTER_RE.match(stmt)
     if m:
         db, table, rest = m.group("db"), m.group("table"), m.group("rest")
+        if STORAGE_ONLY_ALTER_RE.match(rest):
+            # TTL, settings and indexes belong to the MergeTree that stores the rows; a
+            # Distributed table has none and refuses them.
+            return [f"ALTER TABLE {db}.{table}_local {on} {rest}"]
         return [
             f"ALTER TABLE {db}.{table}_local {on} {rest}",
             f"ALTER TABLE {db}.{table} {on} {rest}",

@@ -40,9 +40,9 @@ def test_every_migration_has_a_cluster_form_that_parses(chdb_session):
     assert {"agent_events", "spans"} <= windowed
     views = 0
     for _name, s in stmts:
-        if s.startswith(("CREATE MATERIALIZED VIEW", "INSERT INTO")):
-            # EXPLAIN SYNTAX does not take views (and analyzes INSERT's SELECT against
-            # tables that do not exist here); EXPLAIN AST runs the same parser.
+        if s.startswith(("CREATE MATERIALIZED VIEW", "INSERT INTO", "ALTER TABLE")):
+            # EXPLAIN SYNTAX does not take views or ALTERs (and analyzes INSERT's SELECT
+            # against tables that do not exist here); EXPLAIN AST runs the same parser.
             assert chdb_session.query(f"EXPLAIN AST {s}")
             text = s
         else:
@@ -52,6 +52,8 @@ def test_every_migration_has_a_cluster_form_that_parses(chdb_session):
             assert "_local" not in s
             continue
         assert "ON CLUSTER weftline" in text.replace("'", "")
+        if s.startswith("ALTER TABLE"):  # applied to the local and the Distributed table
+            continue
         if s.startswith("CREATE MATERIALIZED VIEW"):
             views += 1
             # fires on the shard where rows land, reads and writes local tables only
@@ -103,4 +105,20 @@ def test_unknown_statements_are_refused():
     assert alter == [
         "ALTER TABLE db.spans_local ON CLUSTER 'c' ADD COLUMN x String",
         "ALTER TABLE db.spans ON CLUSTER 'c' ADD COLUMN x String",
+    ]
+
+
+def test_storage_alters_go_to_the_local_table_only():
+    ttl = cluster_statements(
+        "ALTER TABLE ${db}.trace_times MODIFY TTL day + toIntervalDay(retention_days + 1)",
+        "weftline",
+    )
+    assert ttl == [
+        "ALTER TABLE ${db}.trace_times_local ON CLUSTER 'weftline' "
+        "MODIFY TTL day + toIntervalDay(retention_days + 1)"
+    ]
+    add = cluster_statements("ALTER TABLE ${db}.spans ADD COLUMN x String", "weftline")
+    assert [a.split(" ON ")[0] for a in add] == [
+        "ALTER TABLE ${db}.spans_local",
+        "ALTER TABLE ${db}.spans",
     ]
