@@ -108,3 +108,27 @@ def test_help_and_version():
     assert run_weftline("version").startswith("weftline ")
     for cmd in ("up", "api", "worker", "migrate", "query"):
         assert "usage: weftline " + cmd in run_weftline(cmd, "--help")
+
+
+@pytest.mark.skipif(
+    not (REPO / ".venv" / "bin" / "python").exists(),
+    reason="scripts/up builds .venv; scripts/test (and so CI) creates it",
+)
+@pytest.mark.timeout(400)  # the first call may pip-install the plain extras into .venv
+def test_scripts_up_passes_its_options_to_weftline_up(tmp_path):
+    """The README's first command, as a user types it, with options."""
+    data, port = tmp_path / "data", free_port()
+    log = tmp_path / "up.log"
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "scripts" / "up"), "--port", str(port), "--data-dir", str(data)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: "Ctrl-C stops" in log.read_text() or proc.poll() is not None, 300)
+        assert proc.poll() is None, log.read_text()
+        assert f"listening on http://127.0.0.1:{port}" in log.read_text()
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["status"] == "ready"
+    finally:
+        stop(proc)
+    assert (data / "demo-project.toml").exists()
