@@ -68,7 +68,7 @@ def make_project(pid: int = 1, **kw: Any) -> ProjectConfig:
         id=pid,
         name=f"p{pid}",
         public_key=secrets.token_hex(16),
-        query_token=secrets.token_urlsafe(24),
+        query_token=secrets.token_hex(20),
         **kw,
     )
 

@@ -252,7 +252,7 @@ def test_browser_errors_from_two_builds_symbolicated_one_group(
     p = settings.projects[0]
     js1, map1 = esbuild("v1")
     js2, map2 = esbuild("v2", debug_id=True)
-    cli = ["--url", app.url, "--token", p.query_token]
+    cli = ["--url", app.url, f"--token={p.query_token}"]
     # Build 1 by release + URL; `~/…` as the shell would hand it over unquoted.
     home_prefix = str(Path.home() / "sm" / "out" / "v1")
     for args in (

@@ -236,7 +236,7 @@ def test_cli_prints_session_trace_and_issues(timeline_server):
     from tests.conftest import run_weftline
 
     srv, p1 = timeline_server
-    common = ("--url", srv.url, "--token", p1.query_token)
+    common = ("--url", srv.url, f"--token={p1.query_token}")
     out = run_weftline("session", "sess-1", *common, "--color", "never")
     lines = out.splitlines()
     assert lines[0] == "session sess-1: 4 items, 1 traces"

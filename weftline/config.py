@@ -200,7 +200,8 @@ def ensure_demo_project(settings: Settings) -> ProjectConfig | None:
             id=1,
             name="demo",
             public_key=secrets.token_hex(16),
-            query_token=secrets.token_urlsafe(24),
+            # Hex: a token starting with "-" could not follow --token on a command line.
+            query_token=secrets.token_hex(20),
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
