@@ -151,6 +151,38 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
+def start_embedded(
+    tmp: str, env: dict[str, str], kind: str, retention_days: int | None = None
+) -> tuple[subprocess.Popen, str, str, str, Path]:
+    """`weftline up` (embedded) in `tmp`, with a bench project whose rate limit is lifted
+    and the `kind` stream's backlog budget raised, so neither caps the run. Waits until it
+    answers; returns (process, base URL, ingest key, query token, data folder)."""
+    port = free_port()
+    key, token = secrets.token_hex(16), secrets.token_hex(20)
+    data = Path(tmp) / "data"
+    data.mkdir()
+    (data / "demo-project.toml").write_text(
+        f'id = 1\nname = "bench"\npublic_key = "{key}"\nquery_token = "{token}"\n'
+        "rate_limit = 1000000.0\n"
+        + (f"retention_days = {retention_days}\n" if retention_days else "")
+    )
+    env = {**env, f"WEFTLINE_BACKLOG_BUDGET__{kind.upper()}": "10000000"}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "weftline.cli", "up", "--port", str(port)]
+        + ["--data-dir", str(data), "--log-level", "warning"],
+        env=env,
+        stdout=(Path(tmp) / "up.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/healthz", up)
+    except RuntimeError:
+        up.terminate()
+        raise
+    return up, base, key, token, data
+
+
 def report(name: str, r: dict, floor: dict | None = None, unit: str = "events") -> None:
     line = (
         f"{name:<34} {r['rps']:>8.0f} req/s {r['eps']:>9.0f} {unit}/s"
@@ -209,36 +241,8 @@ def main() -> int:
             floor.terminate()
             floor.wait()
 
-        port = free_port()
-        log = Path(tmp) / "up.log"
-        # The demo project with its rate limit lifted (it would cap the benchmark).
-        key, token = secrets.token_hex(16), secrets.token_urlsafe(24)
-        (Path(tmp) / "data").mkdir()
-        (Path(tmp) / "data" / "demo-project.toml").write_text(
-            f'id = 1\nname = "bench"\npublic_key = "{key}"\nquery_token = "{token}"\n'
-            "rate_limit = 1000000.0\n"
-        )
-        env["WEFTLINE_BACKLOG_BUDGET__AGENT"] = "10000000"
-        up = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "weftline.cli",
-                "up",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(Path(tmp) / "data"),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
+        up, base, key, token, _data = start_embedded(tmp, env, "agent")
         try:
-            base = f"http://127.0.0.1:{port}"
-            wait_http(f"{base}/healthz", up)
             headers = {"x-weftline-key": key, "content-type": "application/json"}
             wl = asyncio.run(
                 load(f"{base}/api/v1/events", headers, args.seconds, args.concurrency, args.batch)

@@ -20,7 +20,6 @@ import asyncio
 import itertools
 import os
 import re
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.agent_events import start_embedded  # noqa: E402
 from weftline.embedded import free_port  # noqa: E402
 
 FLOOR_APP = textwrap.dedent(
@@ -170,26 +170,8 @@ def main() -> int:
             floor.terminate()
             floor.wait()
 
-        port = free_port()
-        key, token = secrets.token_hex(16), secrets.token_urlsafe(24)
-        data = Path(tmp) / "data"
-        data.mkdir()
-        # The demo project with its rate limit lifted (it would cap the benchmark).
-        (data / "demo-project.toml").write_text(
-            f'id = 1\nname = "bench"\npublic_key = "{key}"\nquery_token = "{token}"\n'
-            "rate_limit = 1000000.0\n"
-        )
-        env["WEFTLINE_BACKLOG_BUDGET__OTLP"] = "10000000"
-        up = subprocess.Popen(
-            [sys.executable, "-m", "weftline.cli", "up", "--port", str(port)]
-            + ["--data-dir", str(data), "--log-level", "warning"],
-            env=env,
-            stdout=(Path(tmp) / "up.log").open("w"),
-            stderr=subprocess.STDOUT,
-        )
+        up, base, key, token, data = start_embedded(tmp, env, "otlp")
         try:
-            base = f"http://127.0.0.1:{port}"
-            wait_http(f"{base}/healthz", up)
             headers = {"x-weftline-key": key, "content-type": ctype}
             wl = asyncio.run(
                 load(f"{base}/v1/traces", headers, payloads, args.seconds, args.concurrency)

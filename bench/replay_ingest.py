@@ -29,7 +29,6 @@ import gzip
 import json
 import os
 import re
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.agent_events import pct, report, wait_http  # noqa: E402
+from bench.agent_events import pct, report, start_embedded, wait_http  # noqa: E402
 from enrich.openreplay import event_rows  # noqa: E402
 from enrich.openreplay_decode import decode_batches  # noqa: E402
 from weftline.embedded import free_port  # noqa: E402
@@ -245,27 +244,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="weftline-bench-") as tmp:
         floor_r = run_floor(tmp, env, start, batches, args)
 
-        port = free_port()
-        key, token = secrets.token_hex(16), secrets.token_urlsafe(24)
-        data = Path(tmp) / "data"
-        data.mkdir()
-        # Rate limit lifted (it would cap the benchmark); the capture's timestamps are
-        # kept as they are, so retention must outlast them (TTL would drop the rows).
-        (data / "demo-project.toml").write_text(
-            f'id = 1\nname = "bench"\npublic_key = "{key}"\nquery_token = "{token}"\n'
-            "rate_limit = 1000000.0\nretention_days = 3650\n"
-        )
-        env["WEFTLINE_BACKLOG_BUDGET__REPLAY"] = "10000000"
-        up = subprocess.Popen(
-            [sys.executable, "-m", "weftline.cli", "up", "--port", str(port)]
-            + ["--data-dir", str(data), "--log-level", "warning"],
-            env=env,
-            stdout=(Path(tmp) / "up.log").open("w"),
-            stderr=subprocess.STDOUT,
-        )
+        up, base, key, token, data = start_embedded(tmp, env, "replay", retention_days=3650)
         try:
-            base = f"http://127.0.0.1:{port}"
-            wait_http(f"{base}/healthz", up)
             t0 = time.perf_counter()
             wl = asyncio.run(load(base, key, start, batches, args))
             load_s = time.perf_counter() - t0

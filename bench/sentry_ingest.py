@@ -23,7 +23,6 @@ import asyncio
 import gzip
 import os
 import re
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.agent_events import start_embedded  # noqa: E402
 from weftline.embedded import free_port  # noqa: E402
 
 FLOOR_APP = textwrap.dedent(
@@ -317,25 +317,8 @@ def main() -> int:
             floor.terminate()
             floor.wait()
 
-        port = free_port()
-        key, token = secrets.token_hex(16), secrets.token_urlsafe(24)
-        data = Path(tmp) / "data"
-        data.mkdir()
-        (data / "demo-project.toml").write_text(
-            f'id = 1\nname = "bench"\npublic_key = "{key}"\nquery_token = "{token}"\n'
-            "rate_limit = 1000000.0\n"
-        )
-        env["WEFTLINE_BACKLOG_BUDGET__SENTRY"] = "10000000"
-        up = subprocess.Popen(
-            [sys.executable, "-m", "weftline.cli", "up", "--port", str(port)]
-            + ["--data-dir", str(data), "--log-level", "warning"],
-            env=env,
-            stdout=(Path(tmp) / "up.log").open("w"),
-            stderr=subprocess.STDOUT,
-        )
+        up, base, key, token, data = start_embedded(tmp, env, "sentry")
         try:
-            base = f"http://127.0.0.1:{port}"
-            wait_http(f"{base}/healthz", up)
             headers = {
                 "x-sentry-auth": f"Sentry sentry_key={key}, sentry_version=7",
                 "content-type": "application/x-sentry-envelope",
