@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from storage.valkey import StreamProducer, connect  # noqa: E402
 from weftline.embedded import EmbeddedValkey  # noqa: E402
+from weftline.storage.valkey import StreamProducer, connect  # noqa: E402
 
 
 async def run(url: str, waitaof: bool, n: int, concurrency: int, payload: bytes) -> dict:

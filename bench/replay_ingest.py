@@ -44,9 +44,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.agent_events import pct, report, start_embedded, wait_http  # noqa: E402
-from enrich.openreplay import event_rows  # noqa: E402
-from enrich.openreplay_decode import decode_batches  # noqa: E402
 from weftline.embedded import free_port  # noqa: E402
+from weftline.enrich.openreplay import event_rows  # noqa: E402
+from weftline.enrich.openreplay_decode import decode_batches  # noqa: E402
 
 CAPTURE = REPO / "tests" / "data" / "openreplay" / "reactflow_session.jsonl"
 

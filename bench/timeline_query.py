@@ -48,10 +48,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dashboards.timeline import build_timeline  # noqa: E402
-from enrich import links as L  # noqa: E402
-from storage.clickhouse import ChdbClickHouse  # noqa: E402
-from storage.migrate import migrate  # noqa: E402
+from weftline.dashboards.debug.timeline import build_timeline  # noqa: E402
+from weftline.enrich import links as L  # noqa: E402
+from weftline.storage.clickhouse import ChdbClickHouse  # noqa: E402
+from weftline.storage.migrate import migrate  # noqa: E402
 
 PROJECT = 1
 DAY_MS = 86_400_000

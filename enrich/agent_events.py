@@ -13,13 +13,20 @@ import orjson
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from enrich.links import with_links
-from enrich.stream_consumer import DecodeError, Entry
-from ingest.agent_schema import EVENTS, AgentState, Hitl, TaskUpdate, VisualizationInteraction
-from storage.clickhouse import ClickHouse
-from storage.keys import agent_index_key, agent_state_key, live_channel
-from storage.valkey import publish_many
-from storage.writer import write_tables
+from weftline.enrich.links import with_links
+from weftline.enrich.stream_consumer import DecodeError, Entry
+from weftline.ground.agent_schema import (
+    EVENTS,
+    AgentState,
+    Hitl,
+    TaskUpdate,
+    VisualizationInteraction,
+)
+from weftline.ground.times import ch_time
+from weftline.storage.clickhouse import ClickHouse
+from weftline.storage.keys import agent_index_key, agent_state_key, live_channel
+from weftline.storage.valkey import publish_many
+from weftline.storage.writer import write_tables
 
 TABLE = "agent_events"
 
@@ -58,13 +65,6 @@ class AgentEventRow:
     def stored(self) -> dict[str, Any]:
         """The ClickHouse row (dataclasses.asdict deep-copies and costs several times more)."""
         return {k: getattr(self, k) for k in STORED_COLUMNS}
-
-
-def ch_time(dt: datetime) -> str:
-    """ClickHouse DateTime64(3) text, UTC (isoformat: several times faster than strftime)."""
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(UTC).replace(tzinfo=None)
-    return dt.isoformat(sep=" ", timespec="milliseconds")
 
 
 def _field(fields: Mapping[bytes, bytes], name: bytes) -> bytes:

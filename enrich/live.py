@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from enrich.links import sentry_session
-from storage.keys import live_channel
-from storage.valkey import publish_many
+from weftline.enrich.links import sentry_session
+from weftline.storage.keys import live_channel
+from weftline.storage.valkey import publish_many
 
 QUIET_REPLAY_KINDS = {"performance", "resource", "viewport", "tab", "metadata"}
 

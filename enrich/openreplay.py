@@ -21,28 +21,28 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
-from enrich import live
-from enrich.agent_events import STORED_COLUMNS as AGENT_COLUMNS
-from enrich.agent_events import decode_agent_entry
-from enrich.links import with_links
-from enrich.openreplay_decode import Batch, OpenReplayDecodeError, decode_batches
-from enrich.stream_consumer import DecodeError, Entry
-from storage import replay_queries
-from storage.clickhouse import ClickHouse
-from storage.keys import replay_active_key, replay_ender_lock
-from storage.writer import write_tables
-from weftline.config import OpenReplaySettings
-from weftline.metrics import (
+from weftline.enrich import live
+from weftline.enrich.agent_events import STORED_COLUMNS as AGENT_COLUMNS
+from weftline.enrich.agent_events import decode_agent_entry
+from weftline.enrich.links import with_links
+from weftline.enrich.openreplay_decode import Batch, OpenReplayDecodeError, decode_batches
+from weftline.enrich.stream_consumer import DecodeError, Entry
+from weftline.ground.config import OpenReplaySettings
+from weftline.ground.metrics import (
     REPLAY_MESSAGES,
     REPLAY_SESSIONS_ENDED,
 )
+from weftline.ground.times import ch_ms
+from weftline.storage import replay_queries
+from weftline.storage.clickhouse import ClickHouse
+from weftline.storage.keys import replay_active_key, replay_ender_lock
+from weftline.storage.writer import write_tables
 
 log = logging.getLogger("weftline.replay")
 
@@ -70,12 +70,6 @@ TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f
 FILTERED = "[Filtered]"
 
 Row = dict[str, Any]
-
-
-def ch_ms(ms: int) -> str:
-    """Epoch ms → ClickHouse DateTime64(3) text (UTC)."""
-    dt = datetime.fromtimestamp(ms / 1000, UTC)
-    return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{ms % 1000:03d}"
 
 
 def _sane_ms(ms: int, fallback: int) -> int:

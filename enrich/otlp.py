@@ -7,24 +7,19 @@ redelivered entry and an exporter retrying the same request collapse under FINAL
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from enrich import live
-from enrich import otlp_decode as od
-from enrich.links import with_links
-from enrich.stream_consumer import DecodeError, Entry
-from storage.clickhouse import ClickHouse
-from storage.writer import write_tables
+from weftline.enrich import live
+from weftline.enrich import otlp_decode as od
+from weftline.enrich.links import with_links
+from weftline.enrich.stream_consumer import DecodeError, Entry
+from weftline.ground.times import ch_ms
+from weftline.storage.clickhouse import ClickHouse
+from weftline.storage.writer import write_tables
 
 Row = tuple[str, dict[str, Any]]  # (table, columns)
-
-
-def _ch_ms(ms: int) -> str:
-    dt = datetime.fromtimestamp(ms / 1000, UTC)
-    return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{ms % 1000:03d}"
 
 
 def span_row(
@@ -91,7 +86,7 @@ def decode_otlp_entry(fields: Mapping[bytes, bytes], retention_days: int = 30) -
         payload = fields[b"p"]
     except (KeyError, ValueError, UnicodeDecodeError) as e:
         raise DecodeError(f"bad entry metadata: {type(e).__name__}: {e}") from None
-    received = _ch_ms(received_ms)
+    received = ch_ms(received_ms)
     try:
         if signal == "traces":
             spans = od.decode_traces(payload, "protobuf")

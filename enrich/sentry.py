@@ -20,9 +20,18 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from enrich import live
-from enrich.links import with_links
-from enrich.sentry_envelope import (
+from weftline.enrich import live
+from weftline.enrich.links import with_links
+from weftline.enrich.sentry_grouping import exceptions_of, group_event, message_text
+from weftline.enrich.sentry_scrub import scrub
+from weftline.enrich.sourcemaps import Symbolicator
+from weftline.enrich.stream_consumer import DecodeError, Entry
+from weftline.ground.config import ProjectConfig
+from weftline.ground.metrics import (
+    SENTRY_CLIENT_DISCARDED,
+    SENTRY_ITEMS,
+)
+from weftline.ground.sentry_envelope import (
     CONTAINER_TYPES,
     JSON_TYPES,
     Envelope,
@@ -33,18 +42,10 @@ from enrich.sentry_envelope import (
     normalize_event_id,
     parse_envelope,
 )
-from enrich.sentry_grouping import exceptions_of, group_event, message_text
-from enrich.sentry_scrub import scrub
-from enrich.sourcemaps import Symbolicator
-from enrich.stream_consumer import DecodeError, Entry
-from storage import sourcemap_store
-from storage.clickhouse import ClickHouse
-from storage.writer import write_tables
-from weftline.config import ProjectConfig
-from weftline.metrics import (
-    SENTRY_CLIENT_DISCARDED,
-    SENTRY_ITEMS,
-)
+from weftline.ground.times import ch_seconds
+from weftline.storage import sourcemap_store
+from weftline.storage.clickhouse import ClickHouse
+from weftline.storage.writer import write_tables
 
 ERRORS = "sentry_errors"
 SPANS = "spans"
@@ -94,17 +95,6 @@ def epoch(value: Any) -> float | None:
             dt = dt.replace(tzinfo=UTC)
         return dt.timestamp()
     return None
-
-
-def ch_ms(ts: float) -> str:
-    dt = datetime.fromtimestamp(ts, UTC)
-    return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
-
-
-def ch_ns(ts: float) -> str:
-    ns = int(round(ts * 1e9))
-    dt = datetime.fromtimestamp(ns // 1_000_000_000, UTC)
-    return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{ns % 1_000_000_000:09d}"
 
 
 def level_of(raw: Any, default: str = "error") -> str:
@@ -288,8 +278,8 @@ def error_row(event: dict[str, Any], ctx: Context, index: int) -> Row:
         "project_id": ctx.project_id,
         "event_id": event_id,
         "group_id": grouping.group_id,
-        "timestamp": ch_ms(ctx.ts(event.get("timestamp"))),
-        "received_at": ch_ms(ctx.received),
+        "timestamp": ch_seconds(ctx.ts(event.get("timestamp"))),
+        "received_at": ch_seconds(ctx.received),
         "level": level_of(event.get("level")),
         "platform": platform if platform in PLATFORMS else "other",
         "event_type": "error" if excs else "default",
@@ -398,7 +388,7 @@ def span_row(
             "status_code": code,
             "status_message": message,
             "service_name": resource.get("service.name", "unknown"),
-            "start_time": ch_ns(start),
+            "start_time": ch_seconds(start, 9),
             "duration_ns": max(0, int(round((end - start) * 1e9))),
             "resource_attributes": resource,
             "attributes": attributes,
@@ -409,7 +399,7 @@ def span_row(
             "link_span_ids": [],
             "link_attributes": [],
             "session_id": session_id,
-            "received_at": ch_ms(ctx.received),
+            "received_at": ch_seconds(ctx.received),
             "retention_days": ctx.retention,
         },
     )
@@ -564,7 +554,7 @@ def session_rows(obj: dict[str, Any], item: Item, ctx: Context, index: int) -> l
         "project_id": ctx.project_id,
         "release": s(attrs.get("release"), 200),
         "environment": s(attrs.get("environment"), 64),
-        "received_at": ch_ms(ctx.received),
+        "received_at": ch_seconds(ctx.received),
         "retention_days": ctx.retention,
     }
     if item.type == "session":
@@ -582,8 +572,8 @@ def session_rows(obj: dict[str, Any], item: Item, ctx: Context, index: int) -> l
                     "status": s(obj.get("status"), 20) or "ok",
                     "init": 1 if obj.get("init") else 0,
                     "errors": max(0, int(obj.get("errors") or 0)),
-                    "started": ch_ms(started),
-                    "timestamp": ch_ms(ctx.ts(obj.get("timestamp"))),
+                    "started": ch_seconds(started),
+                    "timestamp": ch_seconds(ctx.ts(obj.get("timestamp"))),
                     "duration": float(dur) if isinstance(dur, int | float) else None,
                     "exited": 0,
                     "errored": 0,
@@ -614,8 +604,8 @@ def session_rows(obj: dict[str, Any], item: Item, ctx: Context, index: int) -> l
                     "status": "",
                     "init": 0,
                     "errors": 0,
-                    "started": ch_ms(started),
-                    "timestamp": ch_ms(started),
+                    "started": ch_seconds(started),
+                    "timestamp": ch_seconds(started),
                     "duration": None,
                     "exited": count("exited"),
                     "errored": count("errored"),
@@ -629,7 +619,7 @@ def session_rows(obj: dict[str, Any], item: Item, ctx: Context, index: int) -> l
 
 def outcome_rows(obj: dict[str, Any], ctx: Context, index: int) -> list[Row]:
     rows = []
-    ts = ch_ms(ctx.ts(obj.get("timestamp")))
+    ts = ch_seconds(ctx.ts(obj.get("timestamp")))
     for n, ev in enumerate(obj.get("discarded_events") or []):
         if not isinstance(ev, dict):
             continue
@@ -647,7 +637,7 @@ def outcome_rows(obj: dict[str, Any], ctx: Context, index: int) -> list[Row]:
                     "category": category,
                     "quantity": qty,
                     "sdk": ctx.client[:100],
-                    "received_at": ch_ms(ctx.received),
+                    "received_at": ch_seconds(ctx.received),
                     "retention_days": ctx.retention,
                 },
             )
@@ -687,7 +677,7 @@ def raw_row(item: Item, ctx: Context, index: int, error: str = "") -> Row:
             "item_type": item.type[:100],
             "event_id": ctx.envelope.event_id or "",
             "trace_id": trace_id,
-            "received_at": ch_ms(ctx.received),
+            "received_at": ch_seconds(ctx.received),
             "content_type": s(item.headers.get("content_type"), 200),
             "filename": s(item.headers.get("filename"), 500),
             "attachment_type": s(item.headers.get("attachment_type"), 100),

@@ -31,9 +31,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ingest.sourcemaps import normalize_debug_id, tilde_url
-from storage.sourcemap_store import MINIFIED, SOURCE_MAP, Artifact
-from weftline.metrics import SOURCEMAP_CACHE, SOURCEMAP_FRAMES
+from weftline.ground.metrics import SOURCEMAP_CACHE, SOURCEMAP_FRAMES
+from weftline.storage.sourcemap_store import (
+    MINIFIED,
+    SOURCE_MAP,
+    Artifact,
+    normalize_debug_id,
+    tilde_url,
+)
 
 log = logging.getLogger("weftline.sourcemaps")
 

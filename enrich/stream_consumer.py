@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from storage.keys import GROUP, dlq_stream, in_stream
-from storage.valkey import ack_and_delete, ensure_group
-from weftline.metrics import DEAD_LETTERED, PROCESSED
+from weftline.ground.errors import DecodeError
+from weftline.ground.metrics import DEAD_LETTERED, PROCESSED
+from weftline.storage.keys import GROUP, dlq_stream, in_stream
+from weftline.storage.valkey import ack_and_delete, ensure_group
 
 log = logging.getLogger("weftline.worker")
 
@@ -39,14 +38,6 @@ class Entry:
     id: str
     fields: dict[bytes, bytes]
     deliveries: int = 1
-
-
-class DecodeError(Exception):
-    """The entry can never be turned into rows; it goes to the DLQ."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class Handler(Protocol):
@@ -84,18 +75,6 @@ class ConsumerStats:
     store_retries: int = 0
     last_error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _test_pause(point: str) -> None:
-    """Fault-injection for the crash tests: with WEFTLINE_TEST_PAUSE=<point>, the worker
-    writes WEFTLINE_TEST_PAUSE_FILE and stops there until the test SIGKILLs it."""
-    if os.environ.get("WEFTLINE_TEST_PAUSE") != point:
-        return
-    marker = os.environ.get("WEFTLINE_TEST_PAUSE_FILE")
-    if marker:
-        Path(marker).write_text(str(os.getpid()))
-    while True:  # a blocking sleep: the whole process freezes here, like a hang
-        time.sleep(3600)
 
 
 class StreamConsumer:
@@ -260,9 +239,7 @@ class StreamConsumer:
             await self._retry(stop, "dead-letter", lambda: self._dead_letter(dead))
         if rows:
             token = f"{self.kind}:{good[0]}:{good[-1]}:{len(good)}"
-            _test_pause("before_insert")
             await self._retry(stop, "store", lambda: self.handler.store(rows, token))
-            _test_pause("after_insert")
             await self._retry(stop, "after-store", lambda: self.handler.after_store(rows))
         await self._retry(stop, "ack", lambda: ack_and_delete(self.client, self.stream, good))
         PROCESSED.labels(self.kind).inc(len(good))

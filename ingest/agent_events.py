@@ -16,11 +16,12 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ingest.agent_schema import EVENTS, problems_of
-from ingest.auth import ingest_key
-from ingest.cors import add_cors, origin_allowed, preflight
-from ingest.edge import Edge, Rejected, rejection_response
-from ingest.limits import LimitExceeded, decompress, read_body
+from weftline.ground.agent_schema import EVENTS, problems_of
+from weftline.ground.projects import ingest_key
+from weftline.ground.rejections import Reason
+from weftline.ingest.cors import add_cors, origin_allowed, preflight
+from weftline.ingest.edge import Edge, Rejected, rejection_response
+from weftline.ingest.limits import read_decoded_body
 
 KIND = "agent"
 
@@ -29,7 +30,7 @@ def parse_events_body(body: bytes, content_type: str) -> list[Any]:
     """JSON array, single JSON object, or NDJSON (one event per line)."""
     text = body.strip()
     if not text:
-        raise Rejected(400, "empty_body", "the body holds no events")
+        raise Rejected(Reason.EMPTY_BODY, "the body holds no events")
     ndjson = "ndjson" in content_type or "jsonlines" in content_type
     if not ndjson:
         try:
@@ -38,7 +39,7 @@ def parse_events_body(body: bytes, content_type: str) -> list[Any]:
             if text[:1] == b"{" and b"\n" in text:
                 ndjson = True  # NDJSON sent as application/json: be lenient
             else:
-                raise Rejected(400, "invalid_json", f"body is not valid JSON: {e}") from None
+                raise Rejected(Reason.INVALID_JSON, f"body is not valid JSON: {e}") from None
         else:
             return doc if isinstance(doc, list) else [doc]
     events: list[Any] = []
@@ -48,7 +49,7 @@ def parse_events_body(body: bytes, content_type: str) -> list[Any]:
         try:
             events.append(orjson.loads(line))
         except orjson.JSONDecodeError as e:
-            raise Rejected(400, "invalid_json", f"NDJSON line {n} is not valid JSON: {e}") from None
+            raise Rejected(Reason.INVALID_JSON, f"NDJSON line {n} is not valid JSON: {e}") from None
     return events
 
 
@@ -78,27 +79,21 @@ def make_route(edge: Edge):
             if project is None:
                 key = ingest_key(request)
                 raise Rejected(
-                    401 if key is None else 403,
-                    "missing_key" if key is None else "unknown_key",
+                    Reason.MISSING_KEY if key is None else Reason.UNKNOWN_KEY,
                     "send the project's public key in X-Weftline-Key or ?key="
                     if key is None
                     else "no project has this public key",
                 )
             if not origin_allowed(project, request.headers.get("origin")):
-                raise Rejected(403, "origin_not_allowed", "origin not in allowed_origins")
+                raise Rejected(Reason.ORIGIN_NOT_ALLOWED, "origin not in allowed_origins")
             edge.check_rate(project)
-            try:
-                raw = await read_body(request, settings.max_body_bytes)
-                body = decompress(
-                    raw, request.headers.get("content-encoding"), settings.max_body_bytes
-                )
-            except LimitExceeded as e:
-                raise Rejected(e.status, e.reason, e.message) from None
+            body = await read_decoded_body(
+                request, settings.max_body_bytes, settings.max_body_bytes
+            )
             items = parse_events_body(body, request.headers.get("content-type", ""))
             if len(items) > settings.max_events_per_request:
                 raise Rejected(
-                    413,
-                    "too_many_events",
+                    Reason.TOO_MANY_EVENTS,
                     f"{len(items)} events in one request; the limit is "
                     f"{settings.max_events_per_request}",
                 )
@@ -107,8 +102,7 @@ def make_route(edge: Edge):
             except ValidationError as e:
                 problems = [p.model_dump() for p in problems_of(e)]
                 raise Rejected(
-                    400,
-                    "invalid_events",
+                    Reason.INVALID_EVENTS,
                     f"{len({p['index'] for p in problems})} of {len(items)} events are invalid;"
                     " nothing was accepted",
                     details=problems,
@@ -116,8 +110,7 @@ def make_route(edge: Edge):
             too_old = retention_problems(events, project.retention_days)
             if too_old:
                 raise Rejected(
-                    400,
-                    "invalid_events",
+                    Reason.INVALID_EVENTS,
                     f"{len(too_old)} events are older than the project's retention; "
                     "nothing was accepted",
                     details=too_old,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from weftline.config import ProjectConfig
+from weftline.ground.config import ProjectConfig
 
 ALLOW_HEADERS = (
     "authorization, content-type, content-encoding, x-weftline-key, x-sentry-auth, "

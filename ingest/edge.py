@@ -11,32 +11,13 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ingest.auth import Projects
-from ingest.limits import RateLimiter
-from storage.keys import in_stream, shard_for
-from storage.valkey import BacklogFull, StreamProducer
-from weftline.config import ProjectConfig, Settings
-from weftline.metrics import ACCEPTED, ACCEPTED_ITEMS, REJECTED
-
-
-class Rejected(Exception):
-    """A request the edge will not accept; becomes a 4xx/5xx with a reason."""
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        message: str,
-        *,
-        details: Any = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.details = details
-        self.headers = headers or {}
+from weftline.ground.config import ProjectConfig, Settings
+from weftline.ground.metrics import ACCEPTED, ACCEPTED_ITEMS, REJECTED
+from weftline.ground.projects import Projects
+from weftline.ground.rejections import Reason, Rejected
+from weftline.ingest.limits import RateLimiter
+from weftline.storage.keys import in_stream, shard_for
+from weftline.storage.valkey import BacklogFull, StreamProducer
 
 
 def rejection_response(kind: str, err: Rejected) -> Response:
@@ -60,15 +41,13 @@ class Edge:
         if wait > 0:
             secs = max(1, int(wait + 0.999))
             raise Rejected(
-                429,
-                "rate_limited",
+                Reason.RATE_LIMITED,
                 f"project {project.id} is over its rate limit of {project.rate_limit}/s",
                 headers={"retry-after": str(secs)},
             )
 
-    def unavailable(self, reason: str, message: str) -> Rejected:
+    def unavailable(self, reason: Reason, message: str) -> Rejected:
         return Rejected(
-            503,
             reason,
             message,
             headers={"retry-after": str(self.settings.retry_after_seconds)},

@@ -1,4 +1,8 @@
-"""Request limits: body size, decompressed size, per-project rate."""
+"""Request limits: body size, decompressed size, per-project rate.
+
+`read_decoded_body` is the one way an ingest route gets its body: read with a limit,
+then decompressed with a bound on the output. A route calls it only once the caller's
+key has been checked."""
 
 from __future__ import annotations
 
@@ -7,28 +11,33 @@ import zlib
 
 from starlette.requests import Request
 
-
-class LimitExceeded(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
+from weftline.ground.rejections import Reason, Rejected
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """Read at most `limit` bytes; a larger body is refused before it is all read."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise LimitExceeded(413, "body_too_large", f"body of {length} bytes exceeds {limit}")
+        raise Rejected(Reason.BODY_TOO_LARGE, f"body of {length} bytes exceeds {limit}")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise LimitExceeded(413, "body_too_large", f"body exceeds {limit} bytes")
+            raise Rejected(Reason.BODY_TOO_LARGE, f"body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def read_decoded_body(
+    request: Request, max_body: int, max_decompressed: int, encoding: str | None = None
+) -> bytes:
+    """The body, at most `max_body` bytes on the wire and `max_decompressed` once its
+    Content-Encoding (or `encoding`, when the route normalised it) is undone."""
+    raw = await read_body(request, max_body)
+    if encoding is None:
+        encoding = request.headers.get("content-encoding")
+    return decompress(raw, encoding, max_decompressed)
 
 
 def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
@@ -42,22 +51,22 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
         try:
             out = d.decompress(body, limit + 1)
             if len(out) > limit or d.unconsumed_tail:
-                raise LimitExceeded(
-                    413, "decompressed_too_large", f"decompressed body exceeds {limit} bytes"
+                raise Rejected(
+                    Reason.DECOMPRESSED_TOO_LARGE, f"decompressed body exceeds {limit} bytes"
                 )
             out += d.flush()
         except zlib.error as e:
             if enc == "deflate":  # some clients send raw deflate without a zlib header
                 return _raw_deflate(body, limit)
-            raise LimitExceeded(400, "bad_encoding", f"cannot decompress {enc} body: {e}") from e
+            raise Rejected(Reason.BAD_ENCODING, f"cannot decompress {enc} body: {e}") from e
         if len(out) > limit:
-            raise LimitExceeded(
-                413, "decompressed_too_large", f"decompressed body exceeds {limit} bytes"
+            raise Rejected(
+                Reason.DECOMPRESSED_TOO_LARGE, f"decompressed body exceeds {limit} bytes"
             )
         return out
     if enc == "br":
         return _brotli(body, limit)
-    raise LimitExceeded(415, "unsupported_encoding", f"unsupported Content-Encoding {enc!r}")
+    raise Rejected(Reason.UNSUPPORTED_ENCODING, f"unsupported Content-Encoding {enc!r}")
 
 
 def _raw_deflate(body: bytes, limit: int) -> bytes:
@@ -65,11 +74,9 @@ def _raw_deflate(body: bytes, limit: int) -> bytes:
     try:
         out = d.decompress(body, limit + 1)
     except zlib.error as e:
-        raise LimitExceeded(400, "bad_encoding", f"cannot decompress deflate body: {e}") from e
+        raise Rejected(Reason.BAD_ENCODING, f"cannot decompress deflate body: {e}") from e
     if len(out) > limit or d.unconsumed_tail:
-        raise LimitExceeded(
-            413, "decompressed_too_large", f"decompressed body exceeds {limit} bytes"
-        )
+        raise Rejected(Reason.DECOMPRESSED_TOO_LARGE, f"decompressed body exceeds {limit} bytes")
     return out
 
 
@@ -77,7 +84,7 @@ def _brotli(body: bytes, limit: int) -> bytes:
     try:
         import brotli  # type: ignore[import-not-found]
     except ImportError as e:
-        raise LimitExceeded(415, "unsupported_encoding", "br bodies need the brotli package") from e
+        raise Rejected(Reason.UNSUPPORTED_ENCODING, "br bodies need the brotli package") from e
     d = brotli.Decompressor()
     out = bytearray()
     try:
@@ -85,11 +92,11 @@ def _brotli(body: bytes, limit: int) -> bytes:
         for i in range(0, len(body), 4096):
             out += d.process(body[i : i + 4096])
             if len(out) > limit:
-                raise LimitExceeded(
-                    413, "decompressed_too_large", f"decompressed body exceeds {limit} bytes"
+                raise Rejected(
+                    Reason.DECOMPRESSED_TOO_LARGE, f"decompressed body exceeds {limit} bytes"
                 )
     except brotli.error as e:
-        raise LimitExceeded(400, "bad_encoding", f"cannot decompress br body: {e}") from e
+        raise Rejected(Reason.BAD_ENCODING, f"cannot decompress br body: {e}") from e
     return bytes(out)
 
 

@@ -32,13 +32,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ingest.auth import bearer_token
-from ingest.cors import add_cors, origin_allowed, preflight
-from ingest.edge import Edge, Rejected, rejection_response
-from ingest.limits import LimitExceeded, decompress, read_body
-from ingest.openreplay_token import SessionClaims, TokenSigner, new_session_id
-from weftline.config import ProjectConfig
-from weftline.metrics import REPLAY_SESSIONS_STARTED
+from weftline.ground.config import ProjectConfig
+from weftline.ground.metrics import REPLAY_SESSIONS_STARTED
+from weftline.ground.projects import bearer_token
+from weftline.ground.rejections import Reason
+from weftline.ingest.cors import add_cors, origin_allowed, preflight
+from weftline.ingest.edge import Edge, Rejected, rejection_response
+from weftline.ingest.limits import read_body, read_decoded_body
+from weftline.ingest.openreplay_token import SessionClaims, TokenSigner, new_session_id
 
 KIND = "replay"
 PREFIX = "/ingest"
@@ -105,20 +106,18 @@ class OpenReplayIngest:
         that can never work: missing, forged, expired, or of a removed project."""
         claims, verdict = self.signer.verify(bearer_token(request))
         if claims is None or verdict != "ok":
-            raise Rejected(401, f"token_{verdict}", f"session token is {verdict.replace('_', ' ')}")
+            raise Rejected(
+                Reason(f"token_{verdict}"), f"session token is {verdict.replace('_', ' ')}"
+            )
         project = self.edge.projects.by_id(claims.project_id)
         if project is None:
-            raise Rejected(401, "token_unknown_project", "the token's project no longer exists")
+            raise Rejected(Reason.TOKEN_UNKNOWN_PROJECT, "the token's project no longer exists")
         if not origin_allowed(project, request.headers.get("origin")):
-            raise Rejected(403, "origin_not_allowed", "origin not in allowed_origins")
+            raise Rejected(Reason.ORIGIN_NOT_ALLOWED, "origin not in allowed_origins")
         return project, claims
 
     async def _read(self, request: Request, limit: int) -> bytes:
-        try:
-            raw = await read_body(request, self.edge.settings.max_body_bytes)
-            return decompress(raw, request.headers.get("content-encoding"), limit)
-        except LimitExceeded as e:
-            raise Rejected(e.status, e.reason, e.message) from None
+        return await read_decoded_body(request, self.edge.settings.max_body_bytes, limit)
 
     # --- routes ------------------------------------------------------------------
 
@@ -130,17 +129,17 @@ class OpenReplayIngest:
             try:
                 doc = orjson.loads(body)
             except orjson.JSONDecodeError as e:
-                raise Rejected(400, "invalid_json", f"start body is not JSON: {e}") from None
+                raise Rejected(Reason.INVALID_JSON, f"start body is not JSON: {e}") from None
             if not isinstance(doc, dict):
-                raise Rejected(400, "invalid_json", "start body must be a JSON object")
+                raise Rejected(Reason.INVALID_JSON, "start body must be a JSON object")
             key = doc.get("projectKey")
             if not isinstance(key, str) or not key:
-                raise Rejected(401, "missing_key", "projectKey: send the project's public key")
+                raise Rejected(Reason.MISSING_KEY, "projectKey: send the project's public key")
             project = self.edge.projects.by_key(key)
             if project is None:
-                raise Rejected(403, "unknown_key", "no project has this projectKey")
+                raise Rejected(Reason.UNKNOWN_KEY, "no project has this projectKey")
             if not origin_allowed(project, request.headers.get("origin")):
-                raise Rejected(403, "origin_not_allowed", "origin not in allowed_origins")
+                raise Rejected(Reason.ORIGIN_NOT_ALLOWED, "origin not in allowed_origins")
             self.edge.check_rate(project)
             return await self._start_session(request, project, doc)
         except Rejected as err:
@@ -215,7 +214,7 @@ class OpenReplayIngest:
             self.edge.check_rate(project)
             body = await self._read(request, self.cfg.max_batch_bytes)
             if not body or body[0] != BATCH_HEADER:
-                raise Rejected(400, "bad_batch", "a batch body starts with BatchMetadata (type 81)")
+                raise Rejected(Reason.BAD_BATCH, "a batch body starts with BatchMetadata (type 81)")
             data_type = request.headers.get("datatype", "").strip().lower()
             split = request.query_params.get("split")
             if split is not None and (
@@ -223,7 +222,7 @@ class OpenReplayIngest:
                 or not 0 < int(split) < len(body)
                 or body[int(split)] != BATCH_HEADER
             ):
-                raise Rejected(400, "bad_split", "split must point at the second batch header")
+                raise Rejected(Reason.BAD_SPLIT, "split must point at the second batch header")
             await self.edge.enqueue(
                 KIND,
                 project,
@@ -257,8 +256,6 @@ class OpenReplayIngest:
         try:
             self._project_for_token(request)
             await read_body(request, self.edge.settings.max_body_bytes)
-        except LimitExceeded as e:
-            return _cors(rejection_response(KIND, Rejected(e.status, e.reason, e.message)), request)
         except Rejected as err:
             return _cors(rejection_response(KIND, err), request)
         return _cors(Response(status_code=200), request)
@@ -281,5 +278,5 @@ class OpenReplayIngest:
     async def unknown(self, request: Request) -> Response:
         if request.method == "OPTIONS":
             return preflight(request, METHODS)
-        err = Rejected(404, "unknown_endpoint", f"no tracker endpoint at {request.url.path}")
+        err = Rejected(Reason.UNKNOWN_ENDPOINT, f"no tracker endpoint at {request.url.path}")
         return _cors(rejection_response(KIND, err), request)

@@ -36,12 +36,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from enrich import otlp_decode as od
-from ingest.cors import add_cors, origin_allowed, preflight
-from ingest.edge import Edge, Rejected
-from ingest.limits import LimitExceeded, decompress, read_body
-from weftline.config import ProjectConfig
-from weftline.metrics import OTLP_REJECTED_RECORDS, REJECTED
+from weftline.ground import otlp_wire as od
+from weftline.ground.config import ProjectConfig
+from weftline.ground.metrics import OTLP_REJECTED_RECORDS, REJECTED
+from weftline.ground.rejections import Reason
+from weftline.ingest.cors import add_cors, origin_allowed, preflight
+from weftline.ingest.edge import Edge, Rejected
+from weftline.ingest.limits import read_decoded_body
 
 KIND = "otlp"
 PROTOBUF = "application/x-protobuf"
@@ -128,14 +129,13 @@ def _authorize(edge: Edge, request: Request) -> ProjectConfig:
     if project is None:
         if key is None:
             raise Rejected(
-                401,
-                "missing_key",
+                Reason.MISSING_KEY,
                 "send the project's public key: OTEL_EXPORTER_OTLP_HEADERS="
                 "x-weftline-key=<key> (or authorization=Bearer <key>)",
             )
-        raise Rejected(403, "unknown_key", "no project has this public key")
+        raise Rejected(Reason.UNKNOWN_KEY, "no project has this public key")
     if not origin_allowed(project, request.headers.get("origin")):
-        raise Rejected(403, "origin_not_allowed", "origin not in allowed_origins")
+        raise Rejected(Reason.ORIGIN_NOT_ALLOWED, "origin not in allowed_origins")
     return project
 
 
@@ -146,7 +146,7 @@ def _check(
     try:
         req = od.parse_request(signal, body, encoding)
     except od.OtlpDecodeError as e:
-        raise Rejected(400, "invalid_otlp", e.reason) from None
+        raise Rejected(Reason.INVALID_OTLP, e.reason) from None
     if signal == "traces":
         good, problems = od.count_span_problems(req)  # type: ignore[arg-type]
     elif signal == "logs":
@@ -167,19 +167,14 @@ def make_route(edge: Edge, signal: od.Signal):
         try:
             if encoding is None:
                 raise Rejected(
-                    415,
-                    "unsupported_media_type",
+                    Reason.UNSUPPORTED_MEDIA_TYPE,
                     f"Content-Type must be {PROTOBUF} or {JSON}",
                 )
             project = _authorize(edge, request)
             edge.check_rate(project)
-            try:
-                raw = await read_body(request, settings.max_body_bytes)
-                body = decompress(
-                    raw, request.headers.get("content-encoding"), settings.max_body_bytes
-                )
-            except LimitExceeded as e:
-                raise Rejected(e.status, e.reason, e.message) from None
+            body = await read_decoded_body(
+                request, settings.max_body_bytes, settings.max_body_bytes
+            )
             req, good, problems = _check(signal, body, encoding)
             for reason, n in problems.items():
                 OTLP_REJECTED_RECORDS.labels(signal, reason).inc(n)

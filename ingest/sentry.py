@@ -26,7 +26,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from enrich.sentry_envelope import (
+from weftline.ground.config import PUBLIC_KEY_RE, ProjectConfig
+from weftline.ground.metrics import SENTRY_ENCODINGS
+from weftline.ground.rejections import Reason
+from weftline.ground.sentry_envelope import (
     CONTAINER_TYPES,
     Envelope,
     EnvelopeError,
@@ -37,11 +40,9 @@ from enrich.sentry_envelope import (
     parse_envelope,
     serialize_envelope,
 )
-from ingest.cors import add_cors, origin_allowed, preflight
-from ingest.edge import Edge, Rejected, rejection_response
-from ingest.limits import LimitExceeded, decompress, read_body
-from weftline.config import PUBLIC_KEY_RE, ProjectConfig
-from weftline.metrics import SENTRY_ENCODINGS
+from weftline.ingest.cors import add_cors, origin_allowed, preflight
+from weftline.ingest.edge import Edge, Rejected, rejection_response
+from weftline.ingest.limits import read_decoded_body
 
 KIND = "sentry"
 PROTOCOL_VERSION = 7
@@ -106,7 +107,7 @@ def request_auth(request: Request) -> SentryAuth:
         pairs = parse_auth_header(raw)
         if pairs is None:
             if header == "x-sentry-auth":
-                raise Rejected(401, "bad_auth", "X-Sentry-Auth must start with 'Sentry '")
+                raise Rejected(Reason.BAD_AUTH, "X-Sentry-Auth must start with 'Sentry '")
             continue
         found.append(
             SentryAuth(
@@ -122,7 +123,7 @@ def request_auth(request: Request) -> SentryAuth:
             SentryAuth(q.get("sentry_key"), q.get("sentry_version"), q.get("sentry_client"), "q")
         )
     if len(found) > 1:
-        raise Rejected(401, "multiple_auth", "multiple authorization payloads detected")
+        raise Rejected(Reason.MULTIPLE_AUTH, "multiple authorization payloads detected")
     return found[0] if found else SentryAuth(None)
 
 
@@ -135,7 +136,7 @@ def dsn_parts(dsn: str) -> tuple[str, str]:
     except ValueError:
         key, project = "", ""
     if not key or not project.isdigit():
-        raise Rejected(401, "bad_auth", "the envelope header dsn is not a DSN")
+        raise Rejected(Reason.BAD_AUTH, "the envelope header dsn is not a DSN")
     return key, project
 
 
@@ -145,26 +146,25 @@ def check_version(version: str | None) -> None:
     try:
         v = int(version)
     except ValueError:
-        raise Rejected(400, "bad_version", f"bad sentry_version {version!r}") from None
+        raise Rejected(Reason.BAD_VERSION, f"bad sentry_version {version!r}") from None
     if v > PROTOCOL_VERSION:
-        raise Rejected(400, "unsupported_version", f"unsupported protocol version {v}")
+        raise Rejected(Reason.UNSUPPORTED_VERSION, f"unsupported protocol version {v}")
 
 
 def resolve_project(edge: Edge, key: str | None, path_project: int) -> ProjectConfig:
     if not key:
         raise Rejected(
-            401,
-            "missing_auth",
+            Reason.MISSING_AUTH,
             "missing authorization information: send X-Sentry-Auth or ?sentry_key=",
         )
     if not PUBLIC_KEY_RE.match(key):
-        raise Rejected(401, "bad_key", "bad sentry DSN public key: expected 32 lowercase hex")
+        raise Rejected(Reason.BAD_KEY, "bad sentry DSN public key: expected 32 lowercase hex")
     project = edge.projects.by_key(key)
     if project is None:
-        raise Rejected(403, "unknown_key", "no project has this public key")
+        raise Rejected(Reason.UNKNOWN_KEY, "no project has this public key")
     if project.id != path_project:
         raise Rejected(
-            403, "project_mismatch", f"this key belongs to another project than {path_project}"
+            Reason.PROJECT_MISMATCH, f"this key belongs to another project than {path_project}"
         )
     return project
 
@@ -177,8 +177,7 @@ def check_items(env: Envelope, limit: int) -> None:
         cap = min(ITEM_LIMITS.get(t, limit), limit)
         if len(item.payload) > cap:
             raise Rejected(
-                413,
-                "item_too_large",
+                Reason.ITEM_TOO_LARGE,
                 f"envelope exceeded size limits for type '{t}': item {i} is "
                 f"{len(item.payload)} bytes, the limit is {cap}",
             )
@@ -192,22 +191,22 @@ def check_items(env: Envelope, limit: int) -> None:
         elif t == "sessions":
             agg = item_json(item, i).get("aggregates")
             if isinstance(agg, list) and len(agg) > MAX_SESSIONS:
-                raise Rejected(413, "too_many_sessions", f"more than {MAX_SESSIONS} aggregates")
+                raise Rejected(Reason.TOO_MANY_SESSIONS, f"more than {MAX_SESSIONS} aggregates")
         elif t == "integration":
-            raise Rejected(400, "internal_item_type", "item type 'integration' is Relay-internal")
+            raise Rejected(Reason.INTERNAL_ITEM_TYPE, "item type 'integration' is Relay-internal")
     if events > 1:
-        raise Rejected(400, "duplicate_event", "an envelope carries at most one event item")
+        raise Rejected(Reason.DUPLICATE_EVENT, "an envelope carries at most one event item")
     if attachments > MAX_ATTACHMENTS:
-        raise Rejected(413, "too_many_attachments", f"more than {MAX_ATTACHMENTS} attachments")
+        raise Rejected(Reason.TOO_MANY_ATTACHMENTS, f"more than {MAX_ATTACHMENTS} attachments")
 
 
 def rate_limited(err: Rejected) -> Rejected:
     """A 429/backlog rejection in Sentry's terms: whole seconds, per category."""
     secs = err.headers.get("retry-after", "60")
     return Rejected(
-        429,
         err.reason,
         err.message,
+        status=429,
         headers={
             "retry-after": secs,
             "x-sentry-rate-limits": f"{secs}:{LIMITED_CATEGORIES}:project:{err.reason}",
@@ -236,19 +235,15 @@ class SentryIngest:
         enc = request.headers.get("content-encoding", "")
         if enc.strip().lower() in ("utf-8", "utf8"):  # sentry-java sends this; it means none
             enc = ""
-        try:
-            raw = await read_body(request, self.max_body)
-            body = decompress(raw, enc, self.max_envelope)
-        except LimitExceeded as e:
-            raise Rejected(e.status, e.reason, e.message) from None
+        body = await read_decoded_body(request, self.max_body, self.max_envelope, enc)
         if not body.strip():
-            raise Rejected(400, "empty_body", "empty request body")
+            raise Rejected(Reason.EMPTY_BODY, "empty request body")
         return body
 
     def _project(self, request: Request, env: Envelope | None) -> ProjectConfig:
         raw = request.path_params["project_id"]
         if not re.fullmatch(r"\d{1,10}", raw):
-            raise Rejected(400, "bad_project_id", f"project id {raw!r} is not a number")
+            raise Rejected(Reason.BAD_PROJECT_ID, f"project id {raw!r} is not a number")
         auth = request_auth(request)
         check_version(auth.version)
         key = auth.key
@@ -258,10 +253,10 @@ class SentryIngest:
             if key is None:
                 key = dkey
             elif dkey != key or int(dproject) != int(raw):
-                raise Rejected(400, "auth_mismatch", "header mismatch between envelope and request")
+                raise Rejected(Reason.AUTH_MISMATCH, "header mismatch between envelope and request")
         project = resolve_project(self.edge, key, int(raw))
         if not origin_allowed(project, request.headers.get("origin")):
-            raise Rejected(403, "origin_not_allowed", "origin not in the project's allowed_origins")
+            raise Rejected(Reason.ORIGIN_NOT_ALLOWED, "origin not in the project's allowed_origins")
         return project
 
     async def _accept(
@@ -277,7 +272,7 @@ class SentryIngest:
         try:
             await self.edge.enqueue(KIND, project, request, body, len(env.items), extra)
         except Rejected as e:
-            if e.reason == "backlog_full":
+            if e.reason is Reason.BACKLOG_FULL:
                 raise rate_limited(e) from None
             raise
         enc = request.headers.get("content-encoding", "").strip().lower() or "identity"
@@ -300,7 +295,7 @@ class SentryIngest:
                 env = parse_envelope(body)
                 check_items(env, self.max_envelope)
             except EnvelopeError as e:
-                raise Rejected(400, "invalid_envelope", f"invalid event envelope: {e}") from None
+                raise Rejected(Reason.INVALID_ENVELOPE, f"invalid event envelope: {e}") from None
             project = self._project(request, env)
             response = await self._accept(request, project, env, body)
         except Rejected as err:
@@ -320,10 +315,10 @@ class SentryIngest:
                     env = parse_envelope(body)
                 else:
                     if len(body) > ITEM_LIMITS["event"]:
-                        raise Rejected(413, "item_too_large", "event exceeds 1 MiB")
+                        raise Rejected(Reason.ITEM_TOO_LARGE, "event exceeds 1 MiB")
                     event = loads_json(body, "event")
                     if not isinstance(event, dict):
-                        raise Rejected(400, "invalid_event", "the event is not a JSON object")
+                        raise Rejected(Reason.INVALID_EVENT, "the event is not a JSON object")
                     event_id = normalize_event_id(event.get("event_id")) or uuid.uuid4().hex
                     itype = "transaction" if event.get("type") == "transaction" else "event"
                     body = serialize_envelope(
@@ -332,7 +327,7 @@ class SentryIngest:
                     env = parse_envelope(body)
                 check_items(env, self.max_envelope)
             except EnvelopeError as e:
-                raise Rejected(400, "invalid_envelope", f"invalid event: {e}") from None
+                raise Rejected(Reason.INVALID_ENVELOPE, f"invalid event: {e}") from None
             project = self._project(request, env)
             response = await self._accept(request, project, env, body)
         except Rejected as err:

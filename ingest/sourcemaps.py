@@ -24,39 +24,40 @@ import asyncio
 import hashlib
 import posixpath
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dashboards.api import ApiError, authorize
-from ingest.auth import Projects
-from ingest.limits import LimitExceeded, read_body
-from storage import sourcemap_store as store
-from storage.clickhouse import ClickHouse, StorageError
-from storage.sourcemap_store import MINIFIED, SOURCE_MAP, Artifact
-from weftline.metrics import SOURCEMAP_UPLOADS
+from weftline.ground.metrics import SOURCEMAP_UPLOADS
+from weftline.ground.projects import ApiError, Projects, authorize
+from weftline.ground.rejections import Reason, Rejected
+from weftline.ingest.limits import read_body
+from weftline.storage import sourcemap_store as store
+from weftline.storage.clickhouse import ClickHouse, StorageError
+from weftline.storage.sourcemap_store import (
+    MINIFIED,
+    SOURCE_MAP,
+    Artifact,
+    normalize_debug_id,
+    tilde_url,
+)
 
 MAX_FILES = 1000
 MAX_URL = 2000
 MAX_RELEASE = 200
-_BOUNDARY_RE = re.compile(r"""boundary=(?:"([^"]{1,200})"|([^\s;]{1,200}))""", re.I)
-_DISPOSITION_PARAM_RE = re.compile(r"""\b(name|filename)=(?:"((?:[^"\\]|\\.)*)"|([^\s;]*))""")
 _SOURCEMAP_COMMENT_RE = re.compile(rb"//[#@]\s*sourceMappingURL=(\S+)\s*$", re.M)
 _DEBUG_ID_COMMENT_RE = re.compile(rb"//[#@]\s*debugId=([0-9a-fA-F-]{32,36})\s*$", re.M)
 
 
-class UploadError(Exception):
-    def __init__(self, reason: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.status = status
+class UploadError(Rejected):
+    """An upload that can never be stored (what the pure parsing functions raise)."""
 
 
 @dataclass(frozen=True)
@@ -66,72 +67,70 @@ class Part:
     data: bytes
 
 
-def tilde_url(url: str) -> str:
-    """A file's URL in Sentry's release-artifact form: scheme and host become `~`, query
-    and fragment go. `~/a.js`, `/a.js`, `a.js` and `http://h/a.js` all give `~/a.js`."""
-    url = url.strip()
-    if url.startswith("~"):
-        path = url[1:]
-    else:
-        parts = urlsplit(url)
-        path = parts.path if (parts.scheme or parts.netloc) else url.split("?", 1)[0]
-        path = path.split("#", 1)[0]
-    path = "/" + path.lstrip("/")
-    return "~" + posixpath.normpath(unquote(path)).replace("//", "/")
-
-
-def normalize_debug_id(raw: object) -> str:
-    """Dashed lowercase UUID, or '' when `raw` is not one (32 hex digits, dashes optional)."""
-    if not isinstance(raw, str):
-        return ""
-    text = raw.strip().lower()
-    if len(text) > 36:  # Sentry debug ids may carry an appendix after the UUID
-        text = text[:36]
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        return ""
-
-
 def parse_multipart(content_type: str, body: bytes) -> list[Part]:
-    """RFC 7578 form data → parts. Strict on structure, lenient on a missing final CRLF."""
-    m = _BOUNDARY_RE.search(content_type)
-    if not m:
-        raise UploadError("bad_multipart", "multipart/form-data without a boundary")
-    delimiter = b"--" + (m.group(1) or m.group(2)).encode("latin-1")
-    chunks = body.split(delimiter)
-    if len(chunks) < 3:
-        raise UploadError("bad_multipart", "multipart body has no parts or no closing boundary")
-    # chunks[0] is the preamble; the last chunk must start with "--" (the close).
-    if not chunks[-1].startswith(b"--"):
-        raise UploadError("bad_multipart", "multipart body has no closing boundary")
+    """RFC 7578 form data → parts, parsed by python-multipart (a body without its closing
+    boundary, or with a part that names no field, is refused)."""
+    _ctype, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise UploadError(Reason.BAD_MULTIPART, "multipart/form-data without a boundary")
     parts: list[Part] = []
-    for chunk in chunks[1:-1]:
-        if not chunk.startswith(b"\r\n"):
-            raise UploadError("bad_multipart", "boundary not followed by CRLF")
-        head, sep, data = chunk[2:].partition(b"\r\n\r\n")
-        if not sep:
-            raise UploadError("bad_multipart", "part without a blank line after its headers")
-        if not data.endswith(b"\r\n"):
-            raise UploadError("bad_multipart", "part data not followed by CRLF")
-        name, filename = None, None
-        for line in head.split(b"\r\n"):
-            key, colon, value = line.decode("latin-1").partition(":")
-            if not colon:
-                raise UploadError("bad_multipart", "malformed part header")
-            if key.strip().lower() == "content-disposition":
-                for pm in _DISPOSITION_PARAM_RE.finditer(value):
-                    v = pm.group(2) if pm.group(2) is not None else pm.group(3)
-                    v = re.sub(r"\\(.)", r"\1", v)
-                    if pm.group(1) == "name":
-                        name = v
-                    else:
-                        filename = v
+    headers: dict[bytes, bytes] = {}
+    field: list[bytes] = []
+    value: list[bytes] = []
+    data: list[bytes] = []
+    ended = False
+
+    def on_part_begin() -> None:
+        headers.clear()
+        data.clear()
+
+    def on_header_end() -> None:
+        headers[b"".join(field).strip().lower()] = b"".join(value)
+        field.clear()
+        value.clear()
+
+    def on_part_end() -> None:
+        _disp, opts = parse_options_header(headers.get(b"content-disposition", b""))
+        name = opts.get(b"name")
         if name is None:
-            raise UploadError("bad_multipart", "part without a Content-Disposition name")
-        parts.append(Part(name, filename, data[:-2]))
+            raise UploadError(Reason.BAD_MULTIPART, "part without a Content-Disposition name")
+        filename = opts.get(b"filename")
+        parts.append(
+            Part(
+                name.decode("utf-8", "replace"),
+                filename.decode("utf-8", "replace") if filename is not None else None,
+                b"".join(data),
+            )
+        )
         if len(parts) > MAX_FILES:
-            raise UploadError("too_many_files", f"more than {MAX_FILES} parts")
+            raise UploadError(Reason.TOO_MANY_FILES, f"more than {MAX_FILES} parts")
+
+    def on_end() -> None:
+        nonlocal ended
+        ended = True
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": lambda b, s, e: field.append(b[s:e]),
+            "on_header_value": lambda b, s, e: value.append(b[s:e]),
+            "on_header_end": on_header_end,
+            "on_part_data": lambda b, s, e: data.append(b[s:e]),
+            "on_part_end": on_part_end,
+            "on_end": on_end,
+        },
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as e:
+        raise UploadError(Reason.BAD_MULTIPART, f"malformed multipart body: {e}") from None
+    if not ended or not parts:
+        raise UploadError(
+            Reason.BAD_MULTIPART, "multipart body has no parts or no closing boundary"
+        )
     return parts
 
 
@@ -139,7 +138,7 @@ def artifact_of(url: str, data: bytes, release: str, debug_id: str) -> Artifact:
     """One uploaded file → an artifact; raises `UploadError` if it is neither a valid
     source map nor UTF-8 text."""
     if not url or len(url) > MAX_URL:
-        raise UploadError("bad_url", "each file needs a URL (url or url_prefix + file name)")
+        raise UploadError(Reason.BAD_URL, "each file needs a URL (url or url_prefix + file name)")
     turl = tilde_url(url)
     obj = None
     stripped = data.lstrip()
@@ -157,7 +156,7 @@ def artifact_of(url: str, data: bytes, release: str, debug_id: str) -> Artifact:
             data.decode("utf-8")
         except UnicodeDecodeError:
             raise UploadError(
-                "bad_file", f"{turl}: neither a source map nor UTF-8 JavaScript"
+                Reason.BAD_FILE, f"{turl}: neither a source map nor UTF-8 JavaScript"
             ) from None
         kind = MINIFIED
         found = _DEBUG_ID_COMMENT_RE.findall(data[-4096:])
@@ -165,7 +164,7 @@ def artifact_of(url: str, data: bytes, release: str, debug_id: str) -> Artifact:
         ref = sourcemap_ref(turl, data)
     if not release and not did:
         raise UploadError(
-            "no_release", f"{turl}: give a release, or upload files that carry a debug id"
+            Reason.NO_RELEASE, f"{turl}: give a release, or upload files that carry a debug id"
         )
     return Artifact(
         release=release,
@@ -184,7 +183,7 @@ def _check_sourcemap(data: bytes, url: str) -> None:
     try:
         SourceMapView.from_json_bytes(data)
     except Exception as e:  # symbolic raises its own error classes
-        raise UploadError("bad_sourcemap", f"{url}: not a valid source map: {e}") from None
+        raise UploadError(Reason.BAD_SOURCEMAP, f"{url}: not a valid source map: {e}") from None
 
 
 def sourcemap_ref(file_url: str, minified: bytes) -> str:
@@ -215,26 +214,28 @@ def parse_upload(
                 try:
                     fields[p.name] = p.data.decode("utf-8")
                 except UnicodeDecodeError:
-                    raise UploadError("bad_field", f"form field {p.name!r} is not UTF-8") from None
+                    raise UploadError(
+                        Reason.BAD_FIELD, f"form field {p.name!r} is not UTF-8"
+                    ) from None
         prefix = fields.get("url_prefix", "~/")
         for p in parts:
             if p.filename is not None:
                 base = posixpath.basename(p.filename.replace("\\", "/"))
                 if not base:
-                    raise UploadError("bad_url", "a file part without a file name")
+                    raise UploadError(Reason.BAD_URL, "a file part without a file name")
                 files.append((prefix.rstrip("/") + "/" + base, p.data))
     else:
         files.append((fields.get("url", ""), body))
     release = fields.get("release", "").strip()
     if len(release) > MAX_RELEASE:
-        raise UploadError("bad_release", f"release longer than {MAX_RELEASE} characters")
+        raise UploadError(Reason.BAD_RELEASE, f"release longer than {MAX_RELEASE} characters")
     debug_id = ""
     if fields.get("debug_id"):
         debug_id = normalize_debug_id(fields["debug_id"])
         if not debug_id:
-            raise UploadError("bad_debug_id", "debug_id must be a UUID")
+            raise UploadError(Reason.BAD_DEBUG_ID, "debug_id must be a UUID")
     if not files:
-        raise UploadError("no_files", "no file in the request")
+        raise UploadError(Reason.NO_FILES, "no file in the request")
     return release, [artifact_of(url, data, release, debug_id) for url, data in files]
 
 
@@ -259,7 +260,7 @@ class SourcemapUpload:
             project = authorize(request, self.projects)
             ch = self._ch()
             if ch is None:
-                raise ApiError(503, "storage_unavailable", "this process has no ClickHouse")
+                raise ApiError(Reason.STORAGE_UNAVAILABLE, "this process has no ClickHouse")
             if request.method == "GET":
                 release = request.query_params.get("release")
                 rows = await asyncio.to_thread(store.list_artifacts, ch, project.id, release)
@@ -272,15 +273,12 @@ class SourcemapUpload:
         except ApiError as e:
             SOURCEMAP_UPLOADS.labels(e.error).inc()
             return e.response()
-        except LimitExceeded as e:
+        except Rejected as e:  # UploadError included
             SOURCEMAP_UPLOADS.labels(e.reason).inc()
-            return ApiError(e.status, e.reason, e.message).response()
-        except UploadError as e:
-            SOURCEMAP_UPLOADS.labels(e.reason).inc()
-            return ApiError(e.status, e.reason, e.message).response()
+            return ApiError(e.reason, e.message, status=e.status).response()
         except StorageError as e:
             SOURCEMAP_UPLOADS.labels("storage_unavailable").inc()
-            return ApiError(503, "storage_unavailable", str(e)[:500]).response()
+            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)[:500]).response()
         SOURCEMAP_UPLOADS.labels("stored").inc(len(artifacts))
         if self.on_stored is not None:
             self.on_stored(project.id)

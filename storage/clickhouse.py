@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from weftline.ground.config import Settings
+
 TOKEN_RE = re.compile(r"^[A-Za-z0-9:{}_.\-]{1,200}$")
 
 
@@ -289,7 +291,7 @@ class ClickHouseConnect:
     def insert(
         self, table: str, rows: Sequence[dict[str, Any]], dedup_token: str | None = None
     ) -> int:
-        from storage.native_rows import to_columns
+        from weftline.storage.native_rows import to_columns
 
         if not rows:
             return 0
@@ -364,3 +366,14 @@ def open_clickhouse(
     if url is None:
         return ChdbClickHouse(Path(data_dir) / "clickhouse", database)
     return ClickHouseConnect(url, database, insert_settings=insert_settings, cluster=cluster)
+
+
+def clickhouse_from_settings(settings: Settings) -> ClickHouse:
+    """The one way the processes open ClickHouse: from the settings' URL, data folder,
+    database and cluster, so no command forgets one of them."""
+    return open_clickhouse(
+        settings.clickhouse_url,
+        settings.data_dir,
+        settings.clickhouse_database,
+        cluster=settings.clickhouse_cluster,
+    )

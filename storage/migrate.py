@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.clickhouse import ClickHouse
+from weftline.storage.clickhouse import ClickHouse
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 NAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -48,7 +48,7 @@ def apply_statement(ch: ClickHouse, stmt: str) -> None:
     if not cluster:
         ch.command(stmt)
         return
-    from storage.cluster_ddl import cluster_statements
+    from weftline.storage.cluster_ddl import cluster_statements
 
     for s in cluster_statements(stmt, cluster):
         ch.command(s)

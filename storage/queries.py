@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from storage.clickhouse import ClickHouse
+from weftline.ground.times import ch_time
+from weftline.storage.clickhouse import ClickHouse
 
 
 def agent_events(
@@ -28,8 +29,8 @@ def agent_events(
     params = {
         "project": project_id,
         "agent": agent_id,
-        "start": (start or datetime(1970, 1, 2)).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-        "end": (end or datetime(2200, 1, 1)).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+        "start": ch_time(start or datetime(1970, 1, 2)),
+        "end": ch_time(end or datetime(2200, 1, 1)),
         "limit": limit,
     }
     return ch.query(sql, params)

@@ -3,10 +3,12 @@ stored twice (redelivery, tracker retries) count once."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from storage.clickhouse import ClickHouse
+from weftline.ground.times import ch_time as _ch_time
+from weftline.ground.times import parse_ch_ms
+from weftline.storage.clickhouse import ClickHouse
 
 SESSION_COLUMNS = (
     "session_id, started_at, user_uuid, user_id, user_anonymous_id, tracker_version, rev_id,"
@@ -28,16 +30,6 @@ _TOTALS = (
     " FROM {db}.replay_events FINAL"
     " WHERE project_id = {{project:UInt32}} {where} GROUP BY session_id"
 )
-
-
-def _ch_time(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def parse_ch_ms(text: str) -> int:
-    """ClickHouse DateTime64(3) text (UTC) → epoch ms."""
-    dt = datetime.strptime(text[:23].ljust(23, "0"), "%Y-%m-%d %H:%M:%S.%f")
-    return int(dt.replace(tzinfo=UTC).timestamp() * 1000)
 
 
 def _with_totals(ch: ClickHouse, inner_where: str, totals_where: str) -> str:

@@ -12,13 +12,14 @@ import time
 from datetime import datetime
 from typing import Any
 
-from storage.clickhouse import ClickHouse
+from weftline.ground.times import ch_ms, ch_time
+from weftline.storage.clickhouse import ClickHouse
 
 STATUSES = ("unresolved", "resolved", "ignored")
 
 
 def _t(dt: datetime | None, default: datetime) -> str:
-    return (dt or default).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return ch_time(dt or default)
 
 
 def _groups_sql(db: str, extra_where: str) -> str:
@@ -197,8 +198,7 @@ def set_status(ch: ClickHouse, project_id: int, group_id: str, status: str) -> N
                 "project_id": project_id,
                 "group_id": group_id,
                 "status": status,
-                "updated_at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now_ns // 10**9))
-                + f".{(now_ns // 10**6) % 1000:03d}",
+                "updated_at": ch_ms(now_ns // 10**6),
                 "version": now_ns,
             }
         ],

@@ -3,12 +3,15 @@ minified files, by release + `~/` URL or by debug id."""
 
 from __future__ import annotations
 
+import posixpath
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from storage.clickhouse import ClickHouse
+from weftline.ground.times import ch_time
+from weftline.storage.clickhouse import ClickHouse
 
 TABLE = "sentry_artifacts"
 SOURCE_MAP = "source_map"
@@ -27,8 +30,7 @@ class Artifact:
 
 
 def insert_artifacts(ch: ClickHouse, project_id: int, artifacts: list[Artifact]) -> None:
-    now = datetime.now(UTC)
-    stamp = now.strftime("%Y-%m-%d %H:%M:%S.") + f"{now.microsecond // 1000:03d}"
+    stamp = ch_time(datetime.now(UTC))
     rows = [
         {
             "project_id": project_id,
@@ -92,3 +94,30 @@ def list_artifacts(ch: ClickHouse, project_id: int, release: str | None) -> list
         f"FROM {ch.database}.{TABLE} FINAL WHERE {where} ORDER BY release, url, kind LIMIT 10000",
         {"p": project_id, **({} if release is None else {"r": release})},
     )
+
+
+def tilde_url(url: str) -> str:
+    """A file's URL in Sentry's release-artifact form: scheme and host become `~`, query
+    and fragment go. `~/a.js`, `/a.js`, `a.js` and `http://h/a.js` all give `~/a.js`."""
+    url = url.strip()
+    if url.startswith("~"):
+        path = url[1:]
+    else:
+        parts = urlsplit(url)
+        path = parts.path if (parts.scheme or parts.netloc) else url.split("?", 1)[0]
+        path = path.split("#", 1)[0]
+    path = "/" + path.lstrip("/")
+    return "~" + posixpath.normpath(unquote(path)).replace("//", "/")
+
+
+def normalize_debug_id(raw: object) -> str:
+    """Dashed lowercase UUID, or '' when `raw` is not one (32 hex digits, dashes optional)."""
+    if not isinstance(raw, str):
+        return ""
+    text = raw.strip().lower()
+    if len(text) > 36:  # Sentry debug ids may carry an appendix after the UUID
+        text = text[:36]
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return ""

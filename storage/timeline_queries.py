@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.clickhouse import ClickHouse
+from weftline.storage.clickhouse import ClickHouse
 
 
 def session_links(

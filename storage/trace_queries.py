@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from storage.clickhouse import ClickHouse
+from weftline.ground.times import ch_time
+from weftline.storage.clickhouse import ClickHouse
 
 EPOCH_MIN = datetime(1970, 1, 2)
 FAR_FUTURE = datetime(2262, 1, 1)
@@ -24,7 +25,7 @@ SPAN_COLUMNS = (
 
 def ts9(dt: datetime | None, default: datetime) -> str:
     """A naive UTC datetime as DateTime64(9) text."""
-    return (dt or default).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return ch_time(dt or default, 6)
 
 
 def trace_bounds(ch: ClickHouse, project_id: int, trace_id: str) -> tuple[int, int] | None:

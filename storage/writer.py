@@ -7,8 +7,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from storage.clickhouse import ClickHouse
-from weftline.metrics import INSERT_ROWS, INSERT_SECONDS, STORE_FAILURES
+from weftline.ground.metrics import INSERT_ROWS, INSERT_SECONDS, STORE_FAILURES
+from weftline.storage.clickhouse import ClickHouse
 
 
 async def write_tables(

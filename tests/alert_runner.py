@@ -7,10 +7,10 @@ import asyncio
 import sys
 from pathlib import Path
 
-from dashboards.alerting.evaluator import AlertLoop
-from dashboards.alerting.rules import load_rules
-from storage.valkey import connect
-from weftline.config import Settings, WebhookConfig
+from weftline.dashboards.alerting.evaluator import AlertLoop
+from weftline.dashboards.alerting.rules import load_rules
+from weftline.ground.config import Settings, WebhookConfig
+from weftline.storage.valkey import connect
 
 
 async def main(valkey_url: str, webhook: str, rules_dir: str, seconds: float) -> None:

@@ -19,11 +19,11 @@ import httpx
 import pytest
 import redis
 
-from storage.clickhouse import ChdbClickHouse
-from storage.migrate import migrate
 from tests.server_fixtures import any_ch, ch_http_server, chs, use_http_clickhouse  # noqa: F401, I001
-from weftline.config import ProjectConfig, Settings
 from weftline.embedded import EmbeddedValkey, free_port
+from weftline.ground.config import ProjectConfig, Settings
+from weftline.storage.clickhouse import ChdbClickHouse
+from weftline.storage.migrate import migrate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -156,7 +156,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: floa
 
 
 def weftline_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "weftline.cli", *args]
+    # The launcher is `weftline` itself plus the crash tests' fault injection
+    # (WEFTLINE_TEST_PAUSE), which the production code does not carry.
+    return [sys.executable, "-m", "tests.fault_injection", *args]
 
 
 def weftline_env(**extra: str) -> dict[str, str]:

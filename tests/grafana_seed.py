@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from enrich.agent_events import STORED_COLUMNS, decode_agent_entry
-from storage.clickhouse import ClickHouse
+from weftline.enrich.agent_events import STORED_COLUMNS, decode_agent_entry
+from weftline.storage.clickhouse import ClickHouse
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -252,7 +252,7 @@ def session_vitals(i: int) -> dict[str, float]:
 
 def replay_entries(now: datetime = NOW, project_id: int = 1) -> list[tuple[str, dict]]:
     """(entry id, fields) as the edge enqueues them: a start and a batch per session."""
-    from enrich.openreplay_decode import encode_message as m
+    from weftline.enrich.openreplay_decode import encode_message as m
 
     out: list[tuple[str, dict]] = []
     for i, browser in enumerate(SESSION_BROWSERS):
@@ -308,8 +308,8 @@ def replay_entries(now: datetime = NOW, project_id: int = 1) -> list[tuple[str, 
 def replay_handler(ch: ClickHouse):
     import redis.asyncio as aioredis
 
-    from enrich.openreplay import OpenReplayHandler
-    from weftline.config import OpenReplaySettings
+    from weftline.enrich.openreplay import OpenReplayHandler
+    from weftline.ground.config import OpenReplaySettings
 
     return OpenReplayHandler(ch, aioredis.Redis(), lambda _p: 30, OpenReplaySettings())
 
@@ -318,7 +318,7 @@ def store_entries(handler: Any, entries: list[tuple[str, dict]], token: str) -> 
     """Decode like the worker and store them as one batch under `token`."""
     import asyncio
 
-    from enrich.stream_consumer import Entry
+    from weftline.enrich.stream_consumer import Entry
 
     rows = [r for eid, f in entries for r in handler.decode(Entry(eid, f))]
     asyncio.run(handler.store(rows, token))
@@ -378,7 +378,7 @@ def error_specs() -> list[ErrorSpec]:
 
 
 def error_envelope(spec: ErrorSpec, k: int, at: datetime) -> tuple[str, bytes]:
-    from enrich.sentry_envelope import serialize_envelope
+    from weftline.ground.sentry_envelope import serialize_envelope
 
     # Stable ids: building the entries again is the SDK resending the same events.
     event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"weftline-seed:{spec.key}:{k}").hex
@@ -429,13 +429,13 @@ def sentry_entries(now: datetime = NOW) -> dict[str, list[tuple[str, dict]]]:
 
 
 def sentry_handler(ch: ClickHouse):
-    from enrich.sentry import SentryHandler
+    from weftline.enrich.sentry import SentryHandler
 
     return SentryHandler(ch, lambda _pid: None)
 
 
 def group_of(ch: ClickHouse, entries: list[tuple[str, dict]]) -> str:
-    from enrich.stream_consumer import Entry
+    from weftline.enrich.stream_consumer import Entry
 
     rows = sentry_handler(ch).decode(Entry(*entries[0]))
     return next(r.data["group_id"] for r in rows if r.table == "sentry_errors")

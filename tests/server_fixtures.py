@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from storage.clickhouse import ChdbClickHouse, ClickHouseConnect
-from storage.migrate import migrate
 from weftline.embedded import free_port
+from weftline.storage.clickhouse import ChdbClickHouse, ClickHouseConnect
+from weftline.storage.migrate import migrate
 
 HERE = Path(__file__).resolve().parent
 

@@ -6,9 +6,9 @@ import gzip
 
 import orjson
 
-from storage.keys import in_stream
-from storage.queries import count_agent_events
 from tests.conftest import wait_for
+from weftline.storage.keys import in_stream
+from weftline.storage.queries import count_agent_events
 
 
 def state(agent: str = "a1", status: str = "busy", **kw) -> dict:

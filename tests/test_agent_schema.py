@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from ingest.agent_schema import EVENTS, problems_of
+from weftline.ground.agent_schema import EVENTS, problems_of
 
 
 def test_each_kind_validates():

@@ -14,13 +14,6 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from dashboards.alerting.evaluator import AlertLoop
-from dashboards.alerting.grafana import compile_rules
-from dashboards.alerting.metrics import publish_counters
-from dashboards.alerting.rules import RuleFileError, load_rules, migrated_tables
-from dashboards.grafana_build import CLICKHOUSE_UID, PROMETHEUS_UID
-from dashboards.grafana_macros import TimeRange, expand_alert_query
-from storage.keys import dlq_stream, in_stream
 from tests.alert_receiver import Receiver
 from tests.conftest import REPO, run_weftline, wait_for, weftline_env
 from tests.grafana_seed import (
@@ -33,8 +26,15 @@ from tests.grafana_seed import (
     span_rows,
     store_agent_events,
 )
-from weftline.config import Settings, WebhookConfig
-from weftline.metrics import ACCEPTED, REJECTED
+from weftline.dashboards.alerting.evaluator import AlertLoop
+from weftline.dashboards.alerting.grafana import compile_rules
+from weftline.dashboards.alerting.metrics import publish_counters
+from weftline.dashboards.alerting.rules import RuleFileError, load_rules, migrated_tables
+from weftline.dashboards.grafana.build import CLICKHOUSE_UID, PROMETHEUS_UID
+from weftline.dashboards.grafana.macros import TimeRange, expand_alert_query
+from weftline.ground.config import Settings, WebhookConfig
+from weftline.ground.metrics import ACCEPTED, REJECTED
+from weftline.storage.keys import dlq_stream, in_stream
 
 RULES = {r.name: r for r in load_rules()}
 

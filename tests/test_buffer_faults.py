@@ -9,11 +9,11 @@ import time
 import httpx
 import orjson
 
-from storage.keys import GROUP, dlq_stream, in_stream
-from storage.queries import count_agent_events
 from tests.conftest import wait_for
 from tests.test_agent_ingest import metric, post, state
 from weftline.embedded import EmbeddedValkey
+from weftline.storage.keys import GROUP, dlq_stream, in_stream
+from weftline.storage.queries import count_agent_events
 
 
 def test_backpressure_503_then_everything_accepted_is_stored(settings, valkey, vk, ch, serve, http):

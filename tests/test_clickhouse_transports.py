@@ -14,10 +14,10 @@ import pytest
 from backports import zstd
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from enrich.agent_events import STORED_COLUMNS, decode_agent_entry
-from storage import queries
-from storage.clickhouse import ClickHouseConnect, StorageError
-from storage.native_rows import to_columns
+from weftline.enrich.agent_events import STORED_COLUMNS, decode_agent_entry
+from weftline.storage import queries
+from weftline.storage.clickhouse import ClickHouseConnect, StorageError
+from weftline.storage.native_rows import to_columns
 
 
 def agent_rows(n: int, entry: str = "1700000000000-0", tricky: str = "") -> list[dict]:

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from storage.cluster_ddl import ClusterDdlError, cluster_statements
-from storage.migrate import load_migrations
+from weftline.storage.cluster_ddl import ClusterDdlError, cluster_statements
+from weftline.storage.migrate import load_migrations
 
 
 def generated(db: str, cluster: str = "weftline") -> list[tuple[str, str]]:

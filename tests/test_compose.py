@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import REPO
 from weftline.cli import build_parser
-from weftline.config import Settings
+from weftline.ground.config import Settings
 
 COMPOSE = REPO / "docker-compose.yml"
 
@@ -111,7 +111,7 @@ def test_env_example_keys_are_used():
 def test_grafana_mounts_match_the_provisioning_layout():
     """What `weftline grafana build` writes is where Grafana reads it, and every $VAR
     the provisioning files use is set in Grafana's environment."""
-    from dashboards.grafana_build import DASHBOARD_PROVIDER_YAML, GRAFANA_DIR
+    from weftline.dashboards.grafana.build import DASHBOARD_PROVIDER_YAML, GRAFANA_DIR
 
     services = load()["services"]
     grafana = services["grafana"]

@@ -8,9 +8,9 @@ import asyncio
 import httpx
 import redis
 
-from storage.keys import in_stream
-from storage.valkey import StreamProducer, connect
 from weftline.embedded import EmbeddedValkey
+from weftline.storage.keys import in_stream
+from weftline.storage.valkey import StreamProducer, connect
 
 
 def waitaof_calls(client: redis.Redis) -> int:

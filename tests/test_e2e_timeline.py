@@ -23,9 +23,9 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from enrich import links
 from tests.conftest import wait_for, weftline_env
 from weftline.embedded import free_port
+from weftline.enrich import links
 
 PAGE_DIR = Path(__file__).parent / "browser" / "e2e"
 CHROMIUM = "/usr/bin/chromium"
@@ -434,7 +434,7 @@ def test_device_clock_off_by_30s_still_one_browser_error(
     error seen by both is still one item, placed where the tracker saw it."""
     from playwright.sync_api import sync_playwright
 
-    from enrich.sentry import MAX_DRIFT_S
+    from weftline.enrich.sentry import MAX_DRIFT_S
 
     offset = -30.0
     assert 10 < abs(offset) < MAX_DRIFT_S  # past the merge window, short of correction

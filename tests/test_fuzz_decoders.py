@@ -6,11 +6,12 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enrich.agent_events import decode_agent_entry
-from enrich.stream_consumer import DecodeError
-from ingest.agent_events import parse_events_body
-from ingest.edge import Rejected
-from ingest.limits import LimitExceeded, decompress
+from weftline.enrich.agent_events import decode_agent_entry
+from weftline.enrich.stream_consumer import DecodeError
+from weftline.ground.rejections import Rejected as LimitExceeded
+from weftline.ingest.agent_events import parse_events_body
+from weftline.ingest.edge import Rejected
+from weftline.ingest.limits import decompress
 
 json_values = st.recursive(
     st.none()

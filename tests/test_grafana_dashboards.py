@@ -8,24 +8,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dashboards.alerting import grafana as alert_grafana
-from dashboards.alerting.rules import load_rules
-from dashboards.grafana_build import GRAFANA_DIR, render_files
-from dashboards.grafana_check import (
-    exposed_series_names,
-    load_dashboards,
-    prometheus_problems,
-    run_dashboard,
-    structure_problems,
-)
-from dashboards.grafana_macros import (
-    MacroError,
-    TimeRange,
-    Variable,
-    expand_alert_query,
-    expand_dashboard_query,
-    expand_macros,
-)
 from tests.grafana_seed import (
     NOW,
     SESSION_BROWSERS,
@@ -37,7 +19,25 @@ from tests.grafana_seed import (
     seed_spans,
     session_vitals,
 )
-from weftline.config import Settings
+from weftline.dashboards.alerting import grafana as alert_grafana
+from weftline.dashboards.alerting.rules import load_rules
+from weftline.dashboards.grafana.build import GRAFANA_DIR, render_files
+from weftline.dashboards.grafana.check import (
+    exposed_series_names,
+    load_dashboards,
+    prometheus_problems,
+    run_dashboard,
+    structure_problems,
+)
+from weftline.dashboards.grafana.macros import (
+    MacroError,
+    TimeRange,
+    Variable,
+    expand_alert_query,
+    expand_dashboard_query,
+    expand_macros,
+)
+from weftline.ground.config import Settings
 
 F = datetime.fromtimestamp(1700000000, UTC)
 T = datetime.fromtimestamp(1700003600.9, UTC)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enrich.openreplay_decode import (
+from weftline.enrich.openreplay_decode import (
     SCHEMA,
     OpenReplayDecodeError,
     UnknownMessage,

@@ -10,10 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ingest.openreplay_token import SessionClaims, TokenSigner
-from storage import replay_queries
-from storage.keys import dlq_stream, in_stream
 from tests.conftest import wait_for
+from weftline.ingest.openreplay_token import SessionClaims, TokenSigner
+from weftline.storage import replay_queries
+from weftline.storage.keys import dlq_stream, in_stream
 
 VECTORS = Path(__file__).parent / "data" / "openreplay"
 SECRET = "s" * 40
@@ -288,7 +288,7 @@ def test_tracker_batches_become_a_session_timeline(http, app, settings, ch, vk):
 
 
 def test_tracker_event_with_an_agent_type_lands_in_agent_events(http, app, settings, ch):
-    from enrich.openreplay_decode import encode_message
+    from weftline.enrich.openreplay_decode import encode_message
 
     project = settings.projects[0]
     s = start(http, app, project).json()
@@ -331,8 +331,8 @@ def test_redelivered_entries_are_stored_once(settings, ch, valkey):
 
     import redis.asyncio as aioredis
 
-    from enrich.openreplay import OpenReplayHandler
-    from enrich.stream_consumer import Entry
+    from weftline.enrich.openreplay import OpenReplayHandler
+    from weftline.enrich.stream_consumer import Entry
 
     fields = {
         b"t": b"batch",

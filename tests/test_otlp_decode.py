@@ -17,10 +17,10 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from dashboards.traces_api import build_tree
-from enrich import otlp_decode as od
-from enrich.otlp import decode_otlp_entry
-from enrich.stream_consumer import DecodeError
+from weftline.dashboards.debug.traces_api import build_tree
+from weftline.enrich import otlp_decode as od
+from weftline.enrich.otlp import decode_otlp_entry
+from weftline.enrich.stream_consumer import DecodeError
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -19,13 +19,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from enrich.otlp import OtlpHandler
-from enrich.stream_consumer import ConsumerOptions, Entry, StreamConsumer
-from storage import trace_queries as tq
-from storage.keys import dlq_stream, in_stream
 from tests.conftest import make_project, wait_for
 from tests.test_otlp_sdk import make_spans
-from weftline.metrics import REGISTRY
+from weftline.enrich.otlp import OtlpHandler
+from weftline.enrich.stream_consumer import ConsumerOptions, Entry, StreamConsumer
+from weftline.ground.metrics import REGISTRY
+from weftline.storage import trace_queries as tq
+from weftline.storage.keys import dlq_stream, in_stream
 
 PB = {"content-type": "application/x-protobuf"}
 JS = {"content-type": "application/json"}

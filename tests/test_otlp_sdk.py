@@ -24,8 +24,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from storage import trace_queries as tq
 from tests.conftest import wait_for
+from weftline.storage import trace_queries as tq
 
 
 @pytest.fixture
@@ -243,7 +243,7 @@ def test_metrics_are_answered_with_partial_success(app, settings):
     exporter = OTLPMetricExporter(endpoint=app.url + "/v1/metrics", headers={"x-weftline-key": key})
     from opentelemetry.sdk.metrics.export import MetricExportResult
 
-    from weftline.metrics import REGISTRY
+    from weftline.ground.metrics import REGISTRY
 
     labels = {"signal": "metrics", "reason": "metrics are not stored by Weftline"}
     before = REGISTRY.get_sample_value("weftline_otlp_rejected_records_total", labels) or 0

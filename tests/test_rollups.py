@@ -7,10 +7,10 @@ import uuid
 
 import redis.asyncio as aioredis
 
-from enrich.agent_events import AgentEventsHandler, decode_agent_entry
-from storage.migrate import load_migrations
 from tests.grafana_seed import NOW, agent_dataset, span_rows
-from weftline.config import Settings
+from weftline.enrich.agent_events import AgentEventsHandler, decode_agent_entry
+from weftline.ground.config import Settings
+from weftline.storage.migrate import load_migrations
 
 ROLLUP_TOTALS = """
 SELECT
@@ -74,7 +74,7 @@ def test_last_state_is_idempotent_even_without_a_token(ch) -> None:
     entry_id, fields = _entry(1, agent_dataset(NOW)[1])
     from dataclasses import asdict
 
-    from enrich.agent_events import STORED_COLUMNS
+    from weftline.enrich.agent_events import STORED_COLUMNS
 
     rows = [
         {k: v for k, v in asdict(r).items() if k in STORED_COLUMNS}
@@ -93,7 +93,7 @@ def test_last_state_is_idempotent_even_without_a_token(ch) -> None:
 
 def test_migration_backfills_rollups_from_existing_rows(chdb_session) -> None:
     db = chdb_session.with_database(f"t_{uuid.uuid4().hex[:12]}")
-    from storage.migrate import applied_versions
+    from weftline.storage.migrate import applied_versions
 
     applied_versions(db)
     for mig in load_migrations():
@@ -105,7 +105,7 @@ def test_migration_backfills_rollups_from_existing_rows(chdb_session) -> None:
     entry_id, fields = _entry(1, agent_dataset(NOW)[1])
     from dataclasses import asdict
 
-    from enrich.agent_events import STORED_COLUMNS
+    from weftline.enrich.agent_events import STORED_COLUMNS
 
     rows = [
         {k: v for k, v in asdict(r).items() if k in STORED_COLUMNS}
@@ -114,7 +114,7 @@ def test_migration_backfills_rollups_from_existing_rows(chdb_session) -> None:
     db.insert("agent_events", rows, "a:1")
     db.insert("agent_events", rows, "a:2")  # a duplicate: FINAL in the backfill drops it
     db.insert("spans", span_rows(NOW), "s:1")
-    from storage.migrate import migrate
+    from weftline.storage.migrate import migrate
 
     assert migrate(db) == [m.version for m in load_migrations() if m.version >= 6]
     t = totals(db)

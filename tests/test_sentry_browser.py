@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from storage import sentry_queries as q
 from tests.conftest import wait_for
 from weftline.embedded import free_port
+from weftline.storage import sentry_queries as q
 
 PAGE_DIR = Path(__file__).parent / "browser" / "sentry"
 CHROMIUM = "/usr/bin/chromium"

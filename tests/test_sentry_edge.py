@@ -9,10 +9,10 @@ import uuid
 import orjson
 import pytest
 
-from enrich.sentry_envelope import serialize_envelope
-from storage import sentry_queries as q
 from tests.conftest import make_project, wait_for
-from weftline.config import Settings, StreamBudget
+from weftline.ground.config import Settings, StreamBudget
+from weftline.ground.sentry_envelope import serialize_envelope
+from weftline.storage import sentry_queries as q
 
 
 def env_bytes(event: dict | None = None, event_id: str | None = None, extra=()) -> bytes:

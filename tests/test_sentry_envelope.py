@@ -8,14 +8,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enrich.sentry import ERRORS, SPANS, decode_envelope_entry
-from enrich.sentry_envelope import (
+from weftline.enrich.sentry import ERRORS, SPANS, decode_envelope_entry
+from weftline.enrich.stream_consumer import DecodeError, Entry
+from weftline.ground.sentry_envelope import (
     EnvelopeError,
     container_items,
     parse_envelope,
     serialize_envelope,
 )
-from enrich.stream_consumer import DecodeError, Entry
 
 # TV-2 (reference §16): browser framing, no `length`, no final newline.
 BROWSER = (

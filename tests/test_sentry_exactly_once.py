@@ -9,13 +9,13 @@ import uuid
 
 import orjson
 
-from enrich.sentry import SentryHandler
-from enrich.sentry_envelope import serialize_envelope
-from enrich.stream_consumer import Entry
-from storage import sentry_queries as q
-from storage.keys import GROUP, dlq_stream, in_stream
 from tests.conftest import make_project, wait_for
-from weftline.config import Settings
+from weftline.enrich.sentry import SentryHandler
+from weftline.enrich.stream_consumer import Entry
+from weftline.ground.config import Settings
+from weftline.ground.sentry_envelope import serialize_envelope
+from weftline.storage import sentry_queries as q
+from weftline.storage.keys import GROUP, dlq_stream, in_stream
 
 TRACE = "f2db0a3c9e8d4b7aa1b2c3d4e5f60718"
 

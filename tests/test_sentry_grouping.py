@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from enrich.sentry_grouping import group_event, parameterize
+from weftline.enrich.sentry_grouping import group_event, parameterize
 
 
 def py_error(

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from storage import sentry_queries as q
 from tests.conftest import make_project, wait_for, weftline_env
+from weftline.storage import sentry_queries as q
 
 CLIENT = Path(__file__).parent / "sentry" / "sdk_client.py"
 
@@ -112,7 +112,7 @@ def test_python_sdk_events_land_grouped(algo, settings, valkey, ch, serve, http)
 
 
 def test_python_sdk_backs_off_on_429_and_reports_drops(tmp_path, valkey, ch, serve, http):
-    from weftline.config import Settings
+    from weftline.ground.config import Settings
 
     project = make_project(1, rate_limit=0.01)  # one request, then 100 s of 429
     settings = Settings(

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from storage.clickhouse import ClickHouseConnect
-from storage.keys import GROUP, in_stream
-from storage.queries import count_agent_events
 from tests.conftest import REPO, wait_for, weftline_cmd, weftline_env
+from weftline.storage.clickhouse import ClickHouseConnect
+from weftline.storage.keys import GROUP, in_stream
+from weftline.storage.queries import count_agent_events
 
 
 def events(n: int, tag: str) -> list[dict]:

@@ -1,4 +1,4 @@
-from storage.queries import count_agent_events
+from weftline.storage.queries import count_agent_events
 
 
 def test_migrated_database_is_empty(ch):

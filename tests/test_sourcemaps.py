@@ -21,14 +21,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from enrich.sentry_grouping import group_event
-from enrich.sourcemaps import Symbolicator
-from ingest.sourcemaps import parse_upload
-from storage import sentry_queries as q
-from storage import sourcemap_store
 from tests.conftest import wait_for, weftline_cmd, weftline_env
 from tests.test_sentry_browser import ARGS, CHROMIUM, build_bundle
 from weftline.embedded import free_port
+from weftline.enrich.sentry_grouping import group_event
+from weftline.enrich.sourcemaps import Symbolicator
+from weftline.ingest.sourcemaps import parse_upload
+from weftline.storage import sentry_queries as q
+from weftline.storage import sourcemap_store
 
 PAGE_DIR = Path(__file__).parent / "browser" / "sentry"
 SM_DIR = PAGE_DIR / "sm"

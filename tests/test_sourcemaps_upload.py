@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.sourcemaps import UploadError, parse_multipart, parse_upload, tilde_url
+from weftline.ingest.sourcemaps import UploadError, parse_multipart, parse_upload, tilde_url
 
 MAP = json.dumps(
     {

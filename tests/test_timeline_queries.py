@@ -7,9 +7,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from dashboards.timeline import build_timeline
-from storage.clickhouse import ChdbClickHouse
-from storage.migrate import applied_versions, load_migrations, migrate
+from weftline.dashboards.debug.timeline import build_timeline
+from weftline.storage.clickhouse import ChdbClickHouse
+from weftline.storage.migrate import applied_versions, load_migrations, migrate
 
 SESSION = "7100000000000000001"
 OTHER = "7100000000000000002"

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from storage.queries import count_agent_events
 from tests.conftest import wait_for
 from tests.test_agent_ingest import post
+from weftline.storage.queries import count_agent_events
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 OTHER_TRACE = "00f067aa0ba902b7a3ce929d0e0e4736"

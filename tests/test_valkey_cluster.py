@@ -12,10 +12,10 @@ import httpx
 import pytest
 import redis
 
-from storage.keys import GROUP, dlq_stream, in_stream, in_streams, shard_for
-from storage.queries import count_agent_events
 from tests.conftest import wait_for
 from weftline.embedded import EmbeddedValkey, free_port
+from weftline.storage.keys import GROUP, dlq_stream, in_stream, in_streams, shard_for
+from weftline.storage.queries import count_agent_events
 
 SHARDS = 6
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from storage.keys import GROUP, in_stream
 from tests.conftest import REPO, run_weftline, wait_for, weftline_cmd, weftline_env
 from tests.test_agent_ingest import post, state
+from weftline.storage.keys import GROUP, in_stream
 
 pytestmark = pytest.mark.slow
 

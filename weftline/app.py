@@ -14,27 +14,27 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from dashboards.alerting.evaluator import AlertLoop
-from dashboards.alerting.rules import RULES_DIR, load_rules
-from dashboards.api import ReadApi
-from dashboards.issues_api import IssuesApi
-from dashboards.sessions_api import SessionsApi
-from dashboards.traces_api import TracesApi
-from dashboards.ui import Ui
-from enrich.stream_consumer import StreamConsumer
-from ingest import agent_events, otlp
-from ingest.auth import Projects
-from ingest.edge import Edge
-from ingest.openreplay import OpenReplayIngest
-from ingest.sentry import SentryIngest
-from ingest.sourcemaps import SourcemapUpload
-from storage.clickhouse import ClickHouse, open_clickhouse
-from storage.keys import KINDS, in_streams
-from storage.migrate import migrate
-from storage.valkey import StreamProducer, connect, ensure_group
-from weftline.config import Settings, ensure_replay_secret
+from weftline.dashboards.alerting.evaluator import AlertLoop
+from weftline.dashboards.alerting.rules import RULES_DIR, load_rules
+from weftline.dashboards.debug.api import ReadApi
+from weftline.dashboards.debug.issues_api import IssuesApi
+from weftline.dashboards.debug.sessions_api import SessionsApi
+from weftline.dashboards.debug.traces_api import TracesApi
+from weftline.dashboards.debug.ui import Ui
+from weftline.enrich.stream_consumer import StreamConsumer
+from weftline.ground.config import Settings, ensure_replay_secret
+from weftline.ground.projects import Projects
+from weftline.ingest import agent_events, otlp
+from weftline.ingest.edge import Edge
+from weftline.ingest.openreplay import OpenReplayIngest
+from weftline.ingest.sentry import SentryIngest
+from weftline.ingest.sourcemaps import SourcemapUpload
 from weftline.openapi import openapi_document
 from weftline.ops import Ops
+from weftline.storage.clickhouse import ClickHouse, clickhouse_from_settings
+from weftline.storage.keys import KINDS, in_streams
+from weftline.storage.migrate import migrate
+from weftline.storage.valkey import StreamProducer, connect, ensure_group
 from weftline.workers import build_consumers, run_consumers
 
 log = logging.getLogger("weftline")
@@ -91,13 +91,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = False
         if runtime.ch is None and open_storage:
-            runtime.ch = await asyncio.to_thread(
-                open_clickhouse,
-                settings.clickhouse_url,
-                settings.data_dir,
-                settings.clickhouse_database,
-                cluster=settings.clickhouse_cluster,
-            )
+            runtime.ch = await asyncio.to_thread(clickhouse_from_settings, settings)
             owned = True
         if runtime.ch is not None:
             await asyncio.to_thread(migrate, runtime.ch, log.info)

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from weftline import __version__
-from weftline.config import Settings, ensure_demo_project, load_settings
+from weftline.cli_args import settings_from_args as _settings
+from weftline.ground.config import Settings, ensure_demo_project
 
 log = logging.getLogger("weftline")
 
@@ -23,15 +24,6 @@ def _common(p: argparse.ArgumentParser, http: bool = True) -> None:
         p.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
         p.add_argument("--port", "-p", type=int, help="port to listen on (default: 8700)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(
-        args.config,
-        data_dir=getattr(args, "data_dir", None),
-        host=getattr(args, "host", None),
-        port=getattr(args, "port", None),
-    )
 
 
 def _banner(settings: Settings, mode: str) -> str:
@@ -143,19 +135,14 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from storage.clickhouse import open_clickhouse
-    from storage.migrate import migrate
-    from storage.valkey import connect
+    from weftline.storage.clickhouse import clickhouse_from_settings
+    from weftline.storage.migrate import migrate
+    from weftline.storage.valkey import connect
     from weftline.workers import build_consumers, run_consumers
 
     settings = _settings(args)
     url = _need_valkey(settings, "worker")
-    ch = open_clickhouse(
-        settings.clickhouse_url,
-        settings.data_dir,
-        settings.clickhouse_database,
-        cluster=settings.clickhouse_cluster,
-    )
+    ch = clickhouse_from_settings(settings)
     migrate(ch, log.info)
 
     async def main() -> None:
@@ -183,16 +170,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from storage.clickhouse import open_clickhouse
-    from storage.migrate import migrate
+    from weftline.storage.clickhouse import clickhouse_from_settings
+    from weftline.storage.migrate import migrate
 
     settings = _settings(args)
-    ch = open_clickhouse(
-        settings.clickhouse_url,
-        settings.data_dir,
-        settings.clickhouse_database,
-        cluster=settings.clickhouse_cluster,
-    )
+    ch = clickhouse_from_settings(settings)
     try:
         applied = migrate(ch, lambda m: print(m, flush=True))
     finally:
@@ -202,15 +184,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from storage.clickhouse import open_clickhouse
+    from weftline.storage.clickhouse import clickhouse_from_settings
 
     settings = _settings(args)
-    ch = open_clickhouse(
-        settings.clickhouse_url,
-        settings.data_dir,
-        settings.clickhouse_database,
-        cluster=settings.clickhouse_cluster,
-    )
+    ch = clickhouse_from_settings(settings)
     try:
         for row in ch.query(args.sql):
             print(json.dumps(row, default=str))
@@ -220,7 +197,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_grafana(args: argparse.Namespace) -> int:
-    from dashboards.grafana_build import GRAFANA_DIR, write_files
+    from weftline.dashboards.grafana.build import GRAFANA_DIR, write_files
 
     if args.action == "build":
         out = Path(args.out) if args.out else GRAFANA_DIR
@@ -231,22 +208,22 @@ def cmd_grafana(args: argparse.Namespace) -> int:
 
 
 def _grafana_check(args: argparse.Namespace) -> int:
-    from dashboards.grafana_check import (
+    from weftline.dashboards.grafana.check import (
         exposed_series_names,
         load_dashboards,
         prometheus_problems,
         run_dashboard,
         structure_problems,
     )
-    from dashboards.grafana_macros import TimeRange, Variable
-    from storage.clickhouse import open_clickhouse
+    from weftline.dashboards.grafana.macros import TimeRange, Variable
+    from weftline.storage.clickhouse import clickhouse_from_settings
 
     settings = _settings(args)
     dashboards = load_dashboards()
     problems = structure_problems(dashboards) + prometheus_problems(
         dashboards, exposed_series_names()
     )
-    ch = open_clickhouse(settings.clickhouse_url, settings.data_dir, settings.clickhouse_database)
+    ch = clickhouse_from_settings(settings)
     try:
         rng = TimeRange.last(args.hours * 3600)
         for d in dashboards:
@@ -263,8 +240,8 @@ def _grafana_check(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from dashboards.alerting import grafana
-    from dashboards.alerting.rules import RULES_DIR, load_rules, migrated_tables
+    from weftline.dashboards.alerting import grafana
+    from weftline.dashboards.alerting.rules import RULES_DIR, load_rules, migrated_tables
 
     settings = _settings(args)
     rules = load_rules(Path(args.rules) if args.rules else settings.alerts_rules_dir or RULES_DIR)
@@ -301,11 +278,11 @@ async def _alerts_evaluate(settings: Settings, rules) -> int:
     """Evaluate every rule once and print the result; changes no state, sends nothing."""
     import time as _time
 
-    from dashboards.alerting.evaluator import AlertLoop
-    from storage.clickhouse import open_clickhouse
-    from storage.valkey import connect
+    from weftline.dashboards.alerting.evaluator import AlertLoop
+    from weftline.storage.clickhouse import clickhouse_from_settings
+    from weftline.storage.valkey import connect
 
-    ch = open_clickhouse(settings.clickhouse_url, settings.data_dir, settings.clickhouse_database)
+    ch = clickhouse_from_settings(settings)
     client = connect(settings.valkey_url) if settings.valkey_url else None
     try:
         loop = AlertLoop(settings, rules, ch, client or connect("redis://127.0.0.1:1"))
@@ -440,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # a clear line, not a traceback, for what users can fix
-        from storage.clickhouse import DataFolderBusy
+        from weftline.storage.clickhouse import DataFolderBusy
 
         if isinstance(e, DataFolderBusy | NotImplementedError | FileNotFoundError):
             print(f"weftline: {e}", file=sys.stderr)

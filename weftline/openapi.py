@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from dashboards.traces_api import openapi_paths as traces_paths
-from ingest.agent_schema import EVENTS, Problem
 from weftline import __version__
+from weftline.dashboards.debug.traces_api import openapi_paths as traces_paths
+from weftline.ground.agent_schema import EVENTS, Problem
 
 
 def _error(description: str) -> dict[str, Any]:

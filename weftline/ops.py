@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -11,10 +10,8 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from storage.clickhouse import ClickHouse
-from storage.keys import GROUP, KINDS, dlq_stream, in_stream
-from weftline.config import Settings
-from weftline.metrics import (
+from weftline.ground.config import Settings
+from weftline.ground.metrics import (
     DLQ_LENGTH,
     REGISTRY,
     STREAM_LAG,
@@ -22,47 +19,8 @@ from weftline.metrics import (
     STREAM_OLDEST_AGE,
     STREAM_PENDING,
 )
-
-
-async def stream_stats(client: aioredis.Redis, shards: int = 1) -> dict[str, dict[str, float]]:
-    """Backlog, pending, lag, oldest-entry age and DLQ size of each kind (summed over its
-    shards; the age is the oldest shard's)."""
-    pipe = client.pipeline(transaction=False)
-    for kind in KINDS:
-        for shard in range(shards):
-            pipe.xlen(in_stream(kind, shard))
-            pipe.xlen(dlq_stream(kind, shard))
-            pipe.xrange(in_stream(kind, shard), count=1)
-    raw = await pipe.execute()
-    out: dict[str, dict[str, float]] = {}
-    now_ms = time.time() * 1000
-    for i, kind in enumerate(KINDS):
-        length = dlq = oldest = pending = lag = 0.0
-        for shard in range(shards):
-            base = 3 * (i * shards + shard)
-            s_len, s_dlq, first = raw[base : base + 3]
-            length += s_len
-            dlq += s_dlq
-            if first:
-                first_id = first[0][0].decode() if isinstance(first[0][0], bytes) else first[0][0]
-                oldest = max(oldest, (now_ms - int(first_id.split("-")[0])) / 1000)
-            if s_len or s_dlq:
-                try:
-                    for g in await client.xinfo_groups(in_stream(kind, shard)):
-                        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-                        if name == GROUP:
-                            pending += float(g.get("pending") or 0)
-                            lag += float(g.get("lag") or 0)
-                except RedisError:
-                    pass
-        out[kind] = {
-            "backlog": length,
-            "dlq": dlq,
-            "oldest_age_seconds": oldest,
-            "pending": pending,
-            "lag": lag,
-        }
-    return out
+from weftline.storage.clickhouse import ClickHouse
+from weftline.storage.valkey import stream_stats
 
 
 class Ops:

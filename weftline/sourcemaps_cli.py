@@ -17,6 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from weftline.cli_args import query_token as _token
+from weftline.cli_args import settings_from_args as _settings
+
 
 def _prefix(raw: str) -> str:
     # An unquoted `~/static/js` reaches us expanded by the shell to $HOME/static/js;
@@ -60,8 +63,6 @@ def add_commands(sub: argparse._SubParsersAction, common) -> None:
 
 
 def _client(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
-    from weftline.cli import _settings
-    from weftline.terminal import _token
 
     settings = _settings(args)
     url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")

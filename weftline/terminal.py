@@ -7,16 +7,15 @@ folder, so reading it directly would have to wait for it to stop).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tomllib
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from dashboards.ui import ICONS as BADGES
-from weftline.config import DEMO_FILE, Settings
+from weftline.cli_args import query_token as _token
+from weftline.cli_args import settings_from_args as _settings
+from weftline.dashboards.debug.ui import ICONS as BADGES
+from weftline.ground.config import Settings
 
 COLORS = {
     "error": "31",
@@ -33,18 +32,6 @@ ICONS = BADGES  # the same short badges as the web view
 
 def _paint(text: str, code: str | None, on: bool) -> str:
     return f"\033[{code}m{text}\033[0m" if on and code else text
-
-
-def _token(args: argparse.Namespace, settings: Settings) -> str:
-    if args.token or os.environ.get("WEFTLINE_TOKEN"):
-        return args.token or os.environ["WEFTLINE_TOKEN"]
-    if settings.projects:
-        return settings.projects[0].query_token
-    demo = Path(settings.data_dir) / DEMO_FILE
-    if demo.exists():
-        with open(demo, "rb") as f:
-            return tomllib.load(f)["query_token"]
-    raise SystemExit("weftline: no query token: pass --token or set WEFTLINE_TOKEN")
 
 
 def _get(args: argparse.Namespace, settings: Settings, path: str, **params: Any) -> Any:
@@ -144,7 +131,6 @@ def _color(args: argparse.Namespace) -> bool:
 
 
 def _run(args: argparse.Namespace, path: str, printer, **params: Any) -> int:
-    from weftline.cli import _settings
 
     settings = _settings(args)
     doc = _get(args, settings, path, **params)

@@ -8,13 +8,13 @@ import socket
 
 import redis.asyncio as aioredis
 
-from enrich.agent_events import AgentEventsHandler
-from enrich.openreplay import OpenReplayHandler
-from enrich.otlp import OtlpHandler
-from enrich.sentry import SentryHandler
-from enrich.stream_consumer import ConsumerOptions, Handler, StreamConsumer
-from storage.clickhouse import ClickHouse
-from weftline.config import Settings
+from weftline.enrich.agent_events import AgentEventsHandler
+from weftline.enrich.openreplay import OpenReplayHandler
+from weftline.enrich.otlp import OtlpHandler
+from weftline.enrich.sentry import SentryHandler
+from weftline.enrich.stream_consumer import ConsumerOptions, Handler, StreamConsumer
+from weftline.ground.config import Settings
+from weftline.storage.clickhouse import ClickHouse
 
 
 def handlers(settings: Settings, ch: ClickHouse, client: aioredis.Redis) -> list[Handler]:

@@ -29,14 +29,20 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from dashboards.alerting.metrics import NAMED_METRICS, publish_counters
-from dashboards.alerting.notify import AlertInstance, Notification, send
-from dashboards.alerting.rules import Rule, render_summary
-from dashboards.grafana_macros import TimeRange, expand_alert_query
-from storage.clickhouse import ClickHouse, StorageError
-from storage.keys import alert_groups_key, alert_leader_key, alert_state_key
-from weftline.config import Settings
-from weftline.metrics import ALERT_EVALUATIONS, ALERT_LEADER, ALERT_NOTIFICATIONS, ALERTS_FIRING
+from weftline.dashboards.alerting.metrics import NAMED_METRICS, publish_counters
+from weftline.dashboards.alerting.notify import AlertInstance, Notification, send
+from weftline.dashboards.alerting.rules import Rule, render_summary
+from weftline.dashboards.grafana.macros import TimeRange, expand_alert_query
+from weftline.ground.config import Settings
+from weftline.ground.metrics import (
+    ALERT_EVALUATIONS,
+    ALERT_LEADER,
+    ALERT_NOTIFICATIONS,
+    ALERTS_FIRING,
+)
+from weftline.ground.times import ch_ms
+from weftline.storage.clickhouse import ClickHouse, StorageError
+from weftline.storage.keys import alert_groups_key, alert_leader_key, alert_state_key
 
 log = logging.getLogger("weftline.alerts")
 
@@ -355,7 +361,7 @@ class AlertLoop:
 
     def _history_row(self, a: AlertInstance, now_ms: int) -> tuple[dict[str, Any], str]:
         row = {
-            "ts": _ch_ms(now_ms),
+            "ts": ch_ms(now_ms),
             "rule": a.rule,
             "title": a.title,
             "fingerprint": a.fingerprint,
@@ -364,7 +370,7 @@ class AlertLoop:
             "labels": a.labels,
             "value": a.value,
             "threshold": a.threshold,
-            "started_at": _ch_ms(a.starts_at_ms),
+            "started_at": ch_ms(a.starts_at_ms),
             "summary": a.summary,
             "runbook": a.runbook,
             "evaluator": self.id,
@@ -466,7 +472,3 @@ def _dt(ts: float):
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ts, UTC)
-
-
-def _ch_ms(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}"

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from storage.keys import KINDS, alert_counters_stream, dlq_stream
-from weftline.metrics import ACCEPTED, REJECTED
-from weftline.ops import stream_stats
+from weftline.ground.metrics import ACCEPTED, REJECTED
+from weftline.storage.keys import KINDS, alert_counters_stream, dlq_stream
+from weftline.storage.valkey import stream_stats
 
 Sample = tuple[dict[str, str], float]
 COUNTER_HISTORY_S = 6 * 3600

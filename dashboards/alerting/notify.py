@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from weftline.config import WebhookConfig
+from weftline.ground.config import WebhookConfig
 
 
 @dataclass

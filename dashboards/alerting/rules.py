@@ -30,10 +30,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dashboards.grafana_macros import MacroError, TimeRange, expand_alert_query, parse_duration
-from storage.migrate import MIGRATIONS_DIR
+from weftline.dashboards.grafana.macros import (
+    MacroError,
+    TimeRange,
+    expand_alert_query,
+    parse_duration,
+)
+from weftline.storage.migrate import MIGRATIONS_DIR
 
-RULES_DIR = Path(__file__).resolve().parent.parent / "alerts"
+RULES_DIR = Path(__file__).resolve().parent / "rules"
 NAME_RE = r"^[a-z][a-z0-9_]{0,30}$"
 TABLE_RE = re.compile(r"\$\{db\}\.([A-Za-z_][A-Za-z0-9_]*)")
 OPS = {
@@ -87,7 +92,7 @@ class RuleSpec(BaseModel):
         if (self.sql is None) == (self.metric is None):
             raise ValueError("give exactly one of `sql` or `metric`")
         if self.metric is not None:
-            from dashboards.alerting.metrics import NAMED_METRICS
+            from weftline.dashboards.alerting.metrics import NAMED_METRICS
 
             if self.metric not in NAMED_METRICS:
                 raise ValueError(

@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dashboards.grafana_build import CLICKHOUSE_UID, DASHBOARDS_DIR, PROMETHEUS_UID
-from dashboards.grafana_macros import MacroError, TimeRange, Variable, expand_dashboard_query
-from storage.clickhouse import ClickHouse, StorageError
+from weftline.dashboards.grafana.build import CLICKHOUSE_UID, DASHBOARDS_DIR, PROMETHEUS_UID
+from weftline.dashboards.grafana.macros import (
+    MacroError,
+    TimeRange,
+    Variable,
+    expand_dashboard_query,
+)
+from weftline.storage.clickhouse import ClickHouse, StorageError
 
 DATASOURCE_UIDS = {
     CLICKHOUSE_UID: "grafana-clickhouse-datasource",
@@ -178,7 +183,7 @@ def prometheus_problems(dashboards: list[dict[str, Any]], exposed: set[str]) -> 
 
 def exposed_series_names() -> set[str]:
     """The series names /metrics serves (a counter `x` is exposed as `x_total`)."""
-    from weftline.metrics import REGISTRY
+    from weftline.ground.metrics import REGISTRY
 
     suffixes = {
         "counter": ("_total",),

@@ -14,11 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dashboards.api import ApiError, authorize, parse_limit, parse_time
-from dashboards.timeline import build_timeline
-from ingest.auth import Projects
-from storage import replay_queries
-from storage.clickhouse import ClickHouse, StorageError
+from weftline.dashboards.debug.api import parse_limit, parse_time
+from weftline.dashboards.debug.timeline import build_timeline
+from weftline.ground.projects import ApiError, Projects, authorize
+from weftline.ground.rejections import Reason
+from weftline.storage import replay_queries
+from weftline.storage.clickhouse import ClickHouse, StorageError
 
 # Timeline item fields kept only when they hold something.
 _OPTIONAL = (
@@ -99,7 +100,7 @@ class SessionsApi:
 
     def _ch(self) -> ClickHouse:
         if self.ch is None:
-            raise ApiError(503, "storage_unavailable", "this process has no ClickHouse")
+            raise ApiError(Reason.STORAGE_UNAVAILABLE, "this process has no ClickHouse")
         return self.ch
 
     async def list(self, request: Request) -> Response:
@@ -116,7 +117,7 @@ class SessionsApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(503, "storage_unavailable", str(e)).response()
+            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
         return JSONResponse({"project_id": project.id, "sessions": [session_view(r) for r in rows]})
 
     async def detail(self, request: Request) -> Response:
@@ -127,18 +128,18 @@ class SessionsApi:
         try:
             project = authorize(request, self.projects)
             if len(sid) > 256:
-                raise ApiError(404, "not_found", "no such session")
+                raise ApiError(Reason.NOT_FOUND, "no such session")
             limit = parse_limit(request.query_params.get("limit"), default=5000, maximum=50_000)
             ch = self._ch()
             session = await asyncio.to_thread(replay_queries.get_session, ch, project.id, sid)
             rows = await asyncio.to_thread(replay_queries.timeline, ch, project.id, sid, limit)
             unified = await asyncio.to_thread(build_timeline, ch, project.id, sid)
             if session is None and not unified["items"]:
-                raise ApiError(404, "not_found", f"no session {sid} in project {project.id}")
+                raise ApiError(Reason.NOT_FOUND, f"no session {sid} in project {project.id}")
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(503, "storage_unavailable", str(e)).response()
+            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
         return JSONResponse(
             {
                 "project_id": project.id,

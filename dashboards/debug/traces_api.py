@@ -19,12 +19,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dashboards.api import ApiError, authorize, parse_limit, parse_time
-from enrich.otlp_decode import hex_id, normalize_status
-from ingest.auth import Projects
-from storage import timeline_queries
-from storage import trace_queries as tq
-from storage.clickhouse import ClickHouse, StorageError
+from weftline.dashboards.debug.api import parse_limit, parse_time
+from weftline.ground.otlp_wire import hex_id, normalize_status
+from weftline.ground.projects import ApiError, Projects, authorize
+from weftline.ground.rejections import Reason
+from weftline.storage import timeline_queries
+from weftline.storage import trace_queries as tq
+from weftline.storage.clickhouse import ClickHouse, StorageError
 
 SEVERITY_FLOORS = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "error": 17, "fatal": 21}
 
@@ -150,9 +151,9 @@ def _duration_ms(raw: str | None) -> int:
     try:
         v = float(raw)
     except ValueError:
-        raise ApiError(400, "bad_parameter", "min_duration_ms must be a number") from None
+        raise ApiError(Reason.BAD_PARAMETER, "min_duration_ms must be a number") from None
     if not 0 <= v < 1e12:
-        raise ApiError(400, "bad_parameter", "min_duration_ms out of range")
+        raise ApiError(Reason.BAD_PARAMETER, "min_duration_ms out of range")
     return int(v * 1_000_000)
 
 
@@ -164,7 +165,7 @@ def _severity(raw: str | None) -> int:
     floor = SEVERITY_FLOORS.get(raw.lower())
     if floor is None:
         raise ApiError(
-            400, "bad_parameter", f"min_severity: a number or one of {sorted(SEVERITY_FLOORS)}"
+            Reason.BAD_PARAMETER, f"min_severity: a number or one of {sorted(SEVERITY_FLOORS)}"
         )
     return floor
 
@@ -174,7 +175,7 @@ def _trace_id_param(raw: str | None, name: str = "trace_id") -> str | None:
         return None
     tid = hex_id(raw, 16)
     if tid is None:
-        raise ApiError(400, "bad_parameter", f"{name} must be 32 hex characters")
+        raise ApiError(Reason.BAD_PARAMETER, f"{name} must be 32 hex characters")
     return tid
 
 
@@ -204,7 +205,7 @@ class TracesApi:
     def ch(self) -> ClickHouse:
         ch = self._ch()
         if ch is None:
-            raise ApiError(503, "storage_unavailable", "this process has no ClickHouse")
+            raise ApiError(Reason.STORAGE_UNAVAILABLE, "this process has no ClickHouse")
         return ch
 
     async def trace(self, request: Request) -> Response:
@@ -214,7 +215,7 @@ class TracesApi:
             assert trace_id is not None
             rows = await asyncio.to_thread(tq.trace_spans, self.ch(), project.id, trace_id)
             if not rows:
-                raise ApiError(404, "not_found", f"no spans of trace {trace_id}")
+                raise ApiError(Reason.NOT_FOUND, f"no spans of trace {trace_id}")
             linked = await asyncio.to_thread(
                 timeline_queries.sessions_of_trace, self.ch(), project.id, trace_id
             )
@@ -224,7 +225,7 @@ class TracesApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(503, "storage_unavailable", str(e)).response()
+            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
         ordered, t0, t1 = build_tree(rows)
         return JSONResponse(
             {
@@ -254,7 +255,7 @@ class TracesApi:
             if q.get("status"):
                 status = normalize_status(q["status"])
                 if status not in ("ok", "error"):
-                    raise ApiError(400, "bad_parameter", "status must be ok or error")
+                    raise ApiError(Reason.BAD_PARAMETER, "status must be ok or error")
             f = tq.TraceFilter(
                 start=parse_time(q.get("from"), "from"),
                 end=parse_time(q.get("to"), "to"),
@@ -268,7 +269,7 @@ class TracesApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(503, "storage_unavailable", str(e)).response()
+            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
         traces = [
             {
                 "trace_id": r["trace_id"],
@@ -303,7 +304,7 @@ class TracesApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(503, "storage_unavailable", str(e)).response()
+            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
         out = []
         for r in rows:
             out.append(

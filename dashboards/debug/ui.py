@@ -13,12 +13,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from dashboards.timeline import build_timeline, waterfall
-from dashboards.traces_api import build_tree, trace_sessions
-from ingest.auth import Projects
-from storage import sentry_queries, timeline_queries, trace_queries
-from storage.clickhouse import ClickHouse
-from weftline.config import ProjectConfig
+from weftline.dashboards.debug.timeline import build_timeline, waterfall
+from weftline.dashboards.debug.traces_api import build_tree, trace_sessions
+from weftline.ground.config import ProjectConfig
+from weftline.ground.projects import Projects
+from weftline.storage import sentry_queries, timeline_queries, trace_queries
+from weftline.storage.clickhouse import ClickHouse
 
 COOKIE = "weftline_token"
 # Text badges, not emoji: headless and minimal Linux desktops often lack an emoji font.

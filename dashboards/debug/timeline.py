@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from storage import timeline_queries as q
-from storage.clickhouse import ClickHouse
+from weftline.storage import timeline_queries as q
+from weftline.storage.clickhouse import ClickHouse
 
 
 @dataclass

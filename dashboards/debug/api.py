@@ -13,38 +13,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ingest.auth import Projects, bearer_token
-from storage import queries
-from storage.clickhouse import ClickHouse, StorageError
-from storage.keys import agent_index_key, agent_state_key, live_channel
-from weftline.config import ProjectConfig
+from weftline.ground.projects import ApiError, Projects, authorize
+from weftline.ground.rejections import Reason
+from weftline.storage import queries
+from weftline.storage.clickhouse import ClickHouse, StorageError
+from weftline.storage.keys import agent_index_key, agent_state_key, live_channel
 
 SSE_KEEPALIVE_SECONDS = 15.0
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.error = error
-        self.detail = detail
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.error, "detail": self.detail}, status_code=self.status)
-
-
-def authorize(request: Request, projects: Projects) -> ProjectConfig:
-    """The project the token belongs to; `project_id`, when given, must be that project."""
-    project = projects.by_token(bearer_token(request))
-    if project is None:
-        raise ApiError(401, "unauthorized", "send the project's query token as a Bearer token")
-    raw = request.query_params.get("project_id")
-    if raw is not None:
-        if not raw.isdigit():
-            raise ApiError(400, "bad_parameter", "project_id must be a number")
-        if int(raw) != project.id:
-            raise ApiError(403, "forbidden", f"this token cannot read project {raw}")
-    return project
 
 
 def parse_time(raw: str | None, name: str) -> datetime | None:
@@ -56,7 +31,7 @@ def parse_time(raw: str | None, name: str) -> datetime | None:
             return datetime.fromtimestamp(int(raw) / 1000, UTC).replace(tzinfo=None)
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except (ValueError, OverflowError, OSError):
-        raise ApiError(400, "bad_parameter", f"{name} must be ISO 8601 or epoch ms") from None
+        raise ApiError(Reason.BAD_PARAMETER, f"{name} must be ISO 8601 or epoch ms") from None
     if dt.tzinfo is not None:
         dt = dt.astimezone(UTC).replace(tzinfo=None)
     return dt
@@ -66,7 +41,7 @@ def parse_limit(raw: str | None, default: int = 100, maximum: int = 10_000) -> i
     if raw is None:
         return default
     if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise ApiError(400, "bad_parameter", f"limit must be 1..{maximum}")
+        raise ApiError(Reason.BAD_PARAMETER, f"limit must be 1..{maximum}")
     return int(raw)
 
 
@@ -126,7 +101,7 @@ class ReadApi:
             end = parse_time(request.query_params.get("to"), "to")
             limit = parse_limit(request.query_params.get("limit"))
             if self.ch is None:
-                raise ApiError(503, "storage_unavailable", "this process has no ClickHouse")
+                raise ApiError(Reason.STORAGE_UNAVAILABLE, "this process has no ClickHouse")
             rows = await asyncio.to_thread(
                 queries.agent_events,
                 self.ch,
@@ -139,7 +114,7 @@ class ReadApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(503, "storage_unavailable", str(e)).response()
+            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
         for r in rows:
             r["payload"] = orjson.loads(r["payload"]) if r.get("payload") else None
         return JSONResponse(

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from enrich.stream_consumer import DecodeError
+from weftline.ground.errors import DecodeError
 
 MAX_ITEMS = 10_000
 MAX_HEADER_BYTES = 64 * 1024

@@ -1,12 +1,15 @@
-"""Who is calling: the project behind an ingest key or a query token."""
+"""Who is calling: the project behind an ingest key or a query token, and the JSON error
+the API routes answer with when the caller may not."""
 
 from __future__ import annotations
 
 import hmac
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
-from weftline.config import ProjectConfig
+from weftline.ground.config import ProjectConfig
+from weftline.ground.rejections import Reason
 
 INGEST_KEY_HEADER = "x-weftline-key"
 
@@ -48,3 +51,28 @@ def bearer_token(request: Request) -> str | None:
     if scheme.lower() == "bearer" and token:
         return token.strip()
     return request.cookies.get("weftline_token")
+
+
+class ApiError(Exception):
+    def __init__(self, reason: Reason, detail: str, *, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.status = status if status is not None else reason.status
+        self.error = reason
+        self.detail = detail
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.error, "detail": self.detail}, status_code=self.status)
+
+
+def authorize(request: Request, projects: Projects) -> ProjectConfig:
+    """The project the token belongs to; `project_id`, when given, must be that project."""
+    project = projects.by_token(bearer_token(request))
+    if project is None:
+        raise ApiError(Reason.UNAUTHORIZED, "send the project's query token as a Bearer token")
+    raw = request.query_params.get("project_id")
+    if raw is not None:
+        if not raw.isdigit():
+            raise ApiError(Reason.BAD_PARAMETER, "project_id must be a number")
+        if int(raw) != project.id:
+            raise ApiError(Reason.FORBIDDEN, f"this token cannot read project {raw}")
+    return project

@@ -20,11 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dashboards.api import ApiError, authorize, parse_limit, parse_time
-from ingest.auth import Projects
-from storage import sentry_queries as q
-from storage import timeline_queries
-from storage.clickhouse import ClickHouse, StorageError
+from weftline.dashboards.debug.api import parse_limit, parse_time
+from weftline.ground.projects import ApiError, Projects, authorize
+from weftline.ground.rejections import Reason
+from weftline.storage import sentry_queries as q
+from weftline.storage import timeline_queries
+from weftline.storage.clickhouse import ClickHouse, StorageError
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 JSON_FIELDS = ("exceptions", "contexts", "request", "breadcrumbs")
@@ -51,7 +52,7 @@ class IssuesApi:
     def ch(self) -> ClickHouse:
         ch = self._ch()
         if ch is None:
-            raise ApiError(503, "storage_unavailable", "this process has no ClickHouse")
+            raise ApiError(Reason.STORAGE_UNAVAILABLE, "this process has no ClickHouse")
         return ch
 
     async def _run(self, handler: Callable[[], Any]) -> Response:
@@ -60,7 +61,7 @@ class IssuesApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(503, "storage_unavailable", str(e)[:500]).response()
+            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)[:500]).response()
 
     async def list_issues(self, request: Request) -> Response:
         async def go() -> Response:
@@ -70,7 +71,7 @@ class IssuesApi:
             end = parse_time(p.get("to"), "to")
             status = p.get("status") or None
             if status is not None and status not in q.STATUSES:
-                raise ApiError(400, "bad_parameter", f"status must be one of {q.STATUSES}")
+                raise ApiError(Reason.BAD_PARAMETER, f"status must be one of {q.STATUSES}")
             limit = parse_limit(p.get("limit"), default=100, maximum=1000)
             rows = await asyncio.to_thread(
                 q.list_issues, self.ch(), project.id, start, end, status, limit
@@ -82,7 +83,7 @@ class IssuesApi:
     def _group_id(self, request: Request) -> str:
         gid = request.path_params["group_id"]
         if not HEX32.match(gid):
-            raise ApiError(400, "bad_parameter", "group_id is 32 lowercase hex characters")
+            raise ApiError(Reason.BAD_PARAMETER, "group_id is 32 lowercase hex characters")
         return gid
 
     async def issue(self, request: Request) -> Response:
@@ -95,7 +96,7 @@ class IssuesApi:
             ch = self.ch()
             issue = await asyncio.to_thread(q.get_issue, ch, project.id, gid)
             if issue is None:
-                raise ApiError(404, "not_found", f"no issue {gid} in project {project.id}")
+                raise ApiError(Reason.NOT_FOUND, f"no issue {gid} in project {project.id}")
             end = parse_time(request.query_params.get("to"), "to") or datetime.now(UTC).replace(
                 tzinfo=None
             )
@@ -127,13 +128,13 @@ class IssuesApi:
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
-            raise ApiError(400, "invalid_json", "body must be JSON") from None
+            raise ApiError(Reason.INVALID_JSON, "body must be JSON") from None
         status = body.get("status") if isinstance(body, dict) else None
         if status not in q.STATUSES:
-            raise ApiError(400, "bad_parameter", f"status must be one of {q.STATUSES}")
+            raise ApiError(Reason.BAD_PARAMETER, f"status must be one of {q.STATUSES}")
         ch = self.ch()
         if await asyncio.to_thread(q.get_issue, ch, project.id, gid) is None:
-            raise ApiError(404, "not_found", f"no issue {gid} in project {project.id}")
+            raise ApiError(Reason.NOT_FOUND, f"no issue {gid} in project {project.id}")
         await asyncio.to_thread(q.set_status, ch, project.id, gid, status)
         issue = await asyncio.to_thread(q.get_issue, ch, project.id, gid)
         return JSONResponse({"project_id": project.id, "issue": issue})
@@ -143,10 +144,10 @@ class IssuesApi:
             project = authorize(request, self.projects)
             eid = request.path_params["event_id"].replace("-", "").lower()
             if not HEX32.match(eid):
-                raise ApiError(400, "bad_parameter", "event_id is 32 hex characters")
+                raise ApiError(Reason.BAD_PARAMETER, "event_id is 32 hex characters")
             row = await asyncio.to_thread(q.error_by_id, self.ch(), project.id, eid)
             if row is None:
-                raise ApiError(404, "not_found", f"no error {eid} in project {project.id}")
+                raise ApiError(Reason.NOT_FOUND, f"no error {eid} in project {project.id}")
             return JSONResponse({"project_id": project.id, "event": _event(row)})
 
         return await self._run(go)
