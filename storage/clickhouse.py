@@ -54,8 +54,99 @@ def _params(params: dict[str, Any] | None) -> dict[str, Any]:
     return {k: _param_text(v) for k, v in (params or {}).items()}
 
 
+# ClickHouse error codes that the same rows will hit on every attempt: the data itself
+# cannot be parsed, converted or fitted into its column. Anything else (a full disk, too
+# many parts, memory, a connection, a table missing while a migration runs, an exception in
+# a view) can pass on a retry, so it is transient: a worker retries it and never drops it.
+PERMANENT_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        25,  # CANNOT_PARSE_ESCAPE_SEQUENCE
+        26,  # CANNOT_PARSE_QUOTED_STRING
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        32,  # ATTEMPT_TO_READ_AFTER_EOF (a truncated row)
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        53,  # TYPE_MISMATCH
+        69,  # ARGUMENT_OUT_OF_BOUND
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        131,  # TOO_LARGE_STRING_SIZE
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        376,  # CANNOT_PARSE_UUID
+        407,  # DECIMAL_OVERFLOW
+        441,  # CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING
+        467,  # CANNOT_PARSE_BOOL
+        675,  # CANNOT_PARSE_IPV4
+        676,  # CANNOT_PARSE_IPV6
+    }
+)
+# The same, said in words (chDB and clickhouse-connect's own client-side conversions).
+PERMANENT_TEXT = re.compile(
+    r"CANNOT_PARSE_|exceeds 64-bit range|Decimal math overflow|out of range|"
+    r"int too big to convert|cannot convert|invalid literal",
+    re.I,
+)
+CODE_RE = re.compile(r"Code: (\d+)\.")
+
+
+def _client_data_error(e: BaseException) -> bool:
+    try:
+        from clickhouse_connect.driver.exceptions import DataError
+    except ImportError:  # pragma: no cover - a runtime dependency
+        return False
+    return isinstance(e, DataError)
+
+
 class StorageError(Exception):
-    """ClickHouse did not take the query; the caller may retry."""
+    """ClickHouse did not take the query. `permanent`: the same rows will fail the same way
+    on every retry (a data error: split the batch and dead-letter the entry that fails
+    alone); otherwise the caller retries with backoff and acknowledges nothing meanwhile.
+    `code` is ClickHouse's error code when it gave one."""
+
+    def __init__(self, message: str, *, permanent: bool = False, code: int | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.code = code
+
+    @classmethod
+    def from_exception(cls, e: BaseException) -> StorageError:
+        text = str(e)
+        code = getattr(e, "code", None)
+        if not isinstance(code, int):
+            m = CODE_RE.search(text)
+            code = int(m.group(1)) if m else None
+        if code is not None:
+            permanent = code in PERMANENT_CODES
+        elif _client_data_error(e):  # clickhouse-connect could not encode the rows
+            permanent = True
+        else:  # no server code: a client-side conversion, a connection, a timeout
+            permanent = bool(PERMANENT_TEXT.search(text)) and isinstance(
+                e, ValueError | TypeError | OverflowError
+            )
+        return cls(text, permanent=permanent, code=code)
+
+
+# Views are not transactional: an INSERT whose view throws raises, yet the source table
+# keeps its rows. The retry (same token) is then a duplicate for the source table, and by
+# default ClickHouse would skip the views for a duplicate block; with this setting each
+# view's target checks its own dedup window instead, so the retry reaches the views that
+# missed the rows and the others ignore it.
+VIEW_DEDUP = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+
+
+def _check_token(token: str) -> str:
+    if not TOKEN_RE.match(token):
+        raise ValueError(f"bad dedup token {token!r}")
+    return token
+
+
+def _insert_settings(dedup_token: str | None) -> str:
+    parts = [f"{k} = {v}" for k, v in VIEW_DEDUP.items()]
+    if dedup_token is not None:
+        parts.append(f"insert_deduplication_token = '{_check_token(dedup_token)}'")
+    return ", ".join(parts)
 
 
 class ClickHouse(Protocol):
@@ -115,14 +206,14 @@ class ChdbClickHouse:
             try:
                 self._session.query(sql, "CSV", params=_params(params))
             except Exception as e:  # chDB raises its own error types
-                raise StorageError(str(e)) from e
+                raise StorageError.from_exception(e) from e
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self._lock:
             try:
                 res = self._session.query(sql, "JSONEachRow", params=_params(params))
             except Exception as e:
-                raise StorageError(str(e)) from e
+                raise StorageError.from_exception(e) from e
             data = res.bytes()
         return [orjson.loads(line) for line in data.splitlines() if line]
 
@@ -131,21 +222,20 @@ class ChdbClickHouse:
     ) -> int:
         if not rows:
             return 0
-        settings = ""
-        if dedup_token is not None:
-            if not TOKEN_RE.match(dedup_token):
-                raise ValueError(f"bad dedup token {dedup_token!r}")
-            settings = f" SETTINGS insert_deduplication_token = '{dedup_token}'"
-        body = b"\n".join(orjson.dumps(r) for r in rows)
+        try:
+            body = b"\n".join(orjson.dumps(r) for r in rows)
+        except TypeError as e:  # e.g. "Integer exceeds 64-bit range": the rows themselves
+            raise StorageError(str(e), permanent=True) from e
+        # A plain INSERT with the rows inline, not chDB's streaming insert: send_insert()/
+        # finish() report the rows as written even when ClickHouse failed (NOT_ENOUGH_SPACE,
+        # an exception in a materialized view), and a worker would acknowledge rows that
+        # were never kept. This form raises every server-side error.
+        sql = f"INSERT INTO {self.database}.{table} SETTINGS {_insert_settings(dedup_token)}"
         with self._lock:
             try:
-                with self._session.send_insert(
-                    f"INSERT INTO {self.database}.{table}{settings}", "JSONEachRow"
-                ) as ins:
-                    ins.append(body)
-                    ins.finish()
+                self._session.query(f"{sql} FORMAT JSONEachRow\n{body.decode()}", "CSV")
             except Exception as e:
-                raise StorageError(str(e)) from e
+                raise StorageError.from_exception(e) from e
         return len(rows)
 
     def ping(self) -> bool:
@@ -255,7 +345,7 @@ class ClickHouseConnect:
         try:
             client.command(sql, parameters=params or None)
         except Exception as e:
-            raise StorageError(str(e)) from e
+            raise StorageError.from_exception(e) from e
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         client = self._client()
@@ -273,7 +363,7 @@ class ClickHouseConnect:
                 transport_settings={"Accept-Encoding": "gzip"},
             )
         except Exception as e:
-            raise StorageError(str(e)) from e
+            raise StorageError.from_exception(e) from e
         return [orjson.loads(line) for line in data.splitlines() if line]
 
     def column_types(self, table: str, names: Sequence[str] = ()) -> dict[str, str]:
@@ -295,11 +385,9 @@ class ClickHouseConnect:
 
         if not rows:
             return 0
-        settings = dict(self.insert_settings)
+        settings = {**VIEW_DEDUP, **self.insert_settings}
         if dedup_token is not None:
-            if not TOKEN_RE.match(dedup_token):
-                raise ValueError(f"bad dedup token {dedup_token!r}")
-            settings["insert_deduplication_token"] = dedup_token
+            settings["insert_deduplication_token"] = _check_token(dedup_token)
         client = self._client()
         try:
             types = self.column_types(table, list(rows[0]))
@@ -328,7 +416,7 @@ class ClickHouseConnect:
                 )
         except Exception as e:
             self._types.pop(table, None)  # the schema may have moved on
-            raise StorageError(str(e)) from e
+            raise StorageError.from_exception(e) from e
         return len(rows)
 
     def ping(self) -> bool:
