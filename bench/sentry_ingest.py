@@ -1,32 +1,35 @@
-"""Benchmark: Sentry envelope ingest against the bare-Starlette floor, in the same run.
+"""Benchmark: Sentry envelopes into `weftline up`, the bare-Starlette floor and Bugsink,
+same wrk load, same core, same run.
 
-    python bench/sentry_ingest.py [--seconds 8] [--concurrency 16]
+    .venv/bin/python bench/sentry_ingest.py [--seconds 10] [--connections 32] [--cores 1]
 
-Every request is one gzip'd envelope holding one ~3.5 KB Python error event (a new
-event id each time, as the SDK sends: one request per event). Loopback only, bounded
-in time. Prints events/s and p50/p99 for:
-1. the floor: a bare Starlette endpoint that reads the body and answers 200 {"id"};
-2. `weftline up` (embedded Valkey + chDB + workers) on /api/1/envelope/;
-then how long the workers take to drain what was accepted (stored events/s);
-3. Bugsink (pip `bugsink`, a Python Sentry-compatible server) in its production shape:
-   the `singleserver` configuration (SQLite), gunicorn, and the `snappea` background
-   worker that digests events, from a separate venv (`--bugsink-venv`, default
-   /tmp/bugsink-venv; make it with `python -m venv /tmp/bugsink-venv &&
-   /tmp/bugsink-venv/bin/pip install bugsink`). Skipped, with the reason printed, when
-   that venv has no Bugsink.
+Every request is one envelope (uncompressed) around one ~3.4 KB Python error event with a
+fresh `event_id` per request (wrk writes it into the body, as the SDK sends one event per
+request). Loopback only, bounded in time. Prints, each with its p50/p99 and wrk's own CPU:
+1. what wrk reaches against a static answer, and the floor (a bare Starlette endpoint that
+   reads the body), same uvicorn flags;
+2. `weftline up` (embedded Valkey + chDB + workers, everything on the server core):
+   edge req/s and ratio to the floor, then the time until the sentry stream is drained
+   and the stored end-to-end rate (events counted through the issues API);
+3. at half that rate: edge p99;
+4. Bugsink (pip `bugsink`, a Python Sentry-compatible server) in its production shape —
+   the `singleserver` configuration (SQLite), gunicorn and the `snappea` worker that
+   digests events — pinned to the same core, same load: accepted req/s and events
+   digested per second. From a separate venv (`--bugsink-venv`, default
+   /tmp/bugsink-venv: `python3 -m venv /tmp/bugsink-venv &&
+   /tmp/bugsink-venv/bin/pip install bugsink`); skipped, with the reason, without it.
+Exit status 1 if the stored count differs from what was accepted.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gzip
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -34,25 +37,23 @@ from pathlib import Path
 import httpx
 import orjson
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.agent_events import start_embedded  # noqa: E402
-from weftline.embedded import free_port  # noqa: E402
-
-FLOOR_APP = textwrap.dedent(
-    """
-    from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    async def envelope(request):
-        body = await request.body()
-        return JSONResponse({"id": str(len(body))})
-
-    app = Starlette(routes=[Route("/api/{pid}/envelope/", envelope, methods=["POST"])])
-    """
+from bench.harness import (  # noqa: E402
+    ID_MARKER,
+    Cores,
+    FloorRoute,
+    HttpRequest,
+    Wrk,
+    cores,
+    embedded,
+    header,
+    loadavg,
+    measure_floor,
+    pinned,
+    ratio,
 )
+from weftline.embedded import free_port  # noqa: E402
 
 
 def event(n: int) -> dict:
@@ -72,7 +73,7 @@ def event(n: int) -> dict:
         for i in range(8)
     ]
     return {
-        "event_id": uuid.uuid4().hex,
+        "event_id": ID_MARKER.decode(),
         "timestamp": time.time(),
         "platform": "python",
         "level": "error",
@@ -107,77 +108,20 @@ def event(n: int) -> dict:
 
 def envelope(n: int) -> bytes:
     ev = orjson.dumps(event(n))
-    head = orjson.dumps({"event_id": uuid.uuid4().hex, "sent_at": time.time()})
+    head = orjson.dumps({"event_id": ID_MARKER.decode(), "sent_at": "2026-01-01T00:00:00Z"})
     item = orjson.dumps({"type": "event", "length": len(ev)})
-    return gzip.compress(head + b"\n" + item + b"\n" + ev + b"\n")
+    return head + b"\n" + item + b"\n" + ev + b"\n"
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
-
-
-async def load(url: str, headers: dict, seconds: float, concurrency: int) -> dict:
-    bodies = [envelope(n) for n in range(4000)]
-    sent: set[int] = set()
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-
-        async def worker(w: int) -> None:
-            n = w
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                r = await client.post(url, content=bodies[n % len(bodies)], headers=headers)
-                latencies.append(time.perf_counter() - t0)
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-                if r.status_code == 200:
-                    sent.add(n % len(bodies))
-                n += concurrency
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    ok = statuses.get(200, 0)
-    return {
-        "ok": ok,
-        "statuses": statuses,
-        "eps": ok / elapsed,
-        "p50_ms": pct(latencies, 0.5) * 1000,
-        "p99_ms": pct(latencies, 0.99) * 1000,
-        "body_bytes": sum(map(len, bodies)) / len(bodies),
-        "raw_bytes": sum(len(gzip.decompress(b)) for b in bodies[:50]) / 50,
-        # a body sent twice is the same event (same id): stored once, by design
-        "distinct": len(sent),
+def requests(project_id: str, key: str) -> list[HttpRequest]:
+    headers = {
+        "X-Sentry-Auth": f"Sentry sentry_key={key}, sentry_version=7, sentry_client=bench/1",
+        "Content-Type": "application/x-sentry-envelope",
     }
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
-
-
-def line(name: str, r: dict, floor: dict | None = None) -> str:
-    out = (
-        f"{name:<22} {r['eps']:>7.0f} events/s  p50 {r['p50_ms']:6.1f} ms"
-        f"  p99 {r['p99_ms']:6.1f} ms  statuses {r['statuses']}"
-    )
-    if floor:
-        out += (
-            f"\n{'':<22} {r['eps'] / floor['eps']:.2f}x floor throughput,"
-            f" p99 {r['p99_ms'] / floor['p99_ms']:.2f}x floor"
-        )
-    return out
+    return [
+        HttpRequest("POST", f"/api/{project_id}/envelope/", envelope(n), headers)
+        for n in range(200)
+    ]
 
 
 BUGSINK_PROJECT = """
@@ -193,13 +137,13 @@ print("EVENTS", Event.objects.count())
 """
 
 
-def bugsink_run(args: argparse.Namespace, tmp: Path) -> tuple[dict, int, float] | str:
-    """(load result, digested events, seconds until digested), or why it did not run."""
+def bugsink_run(args: argparse.Namespace, tmp: Path, cpus: Cores) -> tuple[str, float] | str:
+    """Bugsink's lines of the report, or why it did not run."""
     venv = Path(args.bugsink_venv)
     bin_ = venv / "bin"
     if not (bin_ / "bugsink-manage").exists() or not (bin_ / "gunicorn").exists():
         return (
-            f"not run: {venv} has no bugsink (python -m venv {venv} && "
+            f"not run: {venv} has no bugsink (python3 -m venv {venv} && "
             f"{venv}/bin/pip install bugsink)"
         )
     base = tmp / "bugsink"
@@ -240,133 +184,104 @@ def bugsink_run(args: argparse.Namespace, tmp: Path) -> tuple[dict, int, float] 
     if not m:
         return "not run: could not create a Bugsink project"
     project_id, key = m.group(1), m.group(2)
-    log = (base / "server.log").open("w")
-    procs = [
-        subprocess.Popen(
-            [str(bin_ / "gunicorn"), "--bind", f"127.0.0.1:{port}"]
-            + ["--workers", str(args.bugsink_workers), "bugsink.wsgi"],
-            cwd=base,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [str(bin_ / "bugsink-runsnappea")],
-            cwd=base,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        ),
-    ]
+    wrk = Wrk(requests(project_id, key), tmp, cpus)
+    snappea = subprocess.Popen(
+        ["taskset", "-c", cpus.server, str(bin_ / "bugsink-runsnappea")],
+        cwd=base,
+        env=env,
+        stdout=(base / "snappea.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    gunicorn = [str(bin_ / "gunicorn"), "--bind", f"127.0.0.1:{port}"]
+    gunicorn += ["--workers", str(args.bugsink_workers), "bugsink.wsgi"]
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/", procs[0])
-        headers = {
-            "x-sentry-auth": f"Sentry sentry_key={key}, sentry_version=7",
-            "content-type": "application/x-sentry-envelope",
-            "content-encoding": "gzip",
-        }
-        t0 = time.perf_counter()
-        r = asyncio.run(
-            load(f"{url}/api/{project_id}/envelope/", headers, args.seconds, args.concurrency)
-        )
-        digested, last_change, prev = 0, time.perf_counter(), -1
+        with pinned(
+            gunicorn, cpus, f"http://127.0.0.1:{port}/", cwd=base, env=env, log=base / "g.log"
+        ):
+            t0 = time.perf_counter()
+            r = wrk.run(f"http://127.0.0.1:{port}", args.seconds, args.connections)
+        digested, prev, last_change = 0, -1, time.perf_counter()
         while time.perf_counter() - t0 < args.seconds + 300:
             digested = int(re.search(r"EVENTS (\d+)", manage("shell", "-c", BUGSINK_COUNT))[1])
-            if digested >= r["distinct"]:
+            if digested >= r.ok:
                 break
             if digested != prev:
                 prev, last_change = digested, time.perf_counter()
             elif time.perf_counter() - last_change > 20:
                 break  # stalled: report what was digested
             time.sleep(1)
-        return r, digested, time.perf_counter() - t0
+        took = time.perf_counter() - t0
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
-        log.close()
+        snappea.terminate()
+        snappea.wait(30)
+    return (
+        r.line(f"bugsink ({args.bugsink_workers} gunicorn workers)")
+        + f"\n{'bugsink digested':<36} {digested:,} of {r.ok:,} accepted events in {took:.1f} s"
+        f" after the load started: {digested / took:,.1f} events/s end to end",
+        digested / took,
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--cores", type=int, default=1, help="CPUs for the server (wrk: the last)")
     ap.add_argument("--bugsink-venv", default=os.environ.get("BUGSINK_VENV", "/tmp/bugsink-venv"))
     ap.add_argument("--bugsink-workers", type=int, default=4, help="gunicorn workers")
+    ap.add_argument("--no-bugsink", action="store_true")
     args = ap.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("VALKEY_URL", None)
-    env.pop("CLICKHOUSE_URL", None)
-    with tempfile.TemporaryDirectory(prefix="weftline-bench-") as tmp:
-        port = free_port()
-        (Path(tmp) / "floor_app.py").write_text(FLOOR_APP)
-        floor = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "floor_app:app", "--port", str(port)]
-            + ["--log-level", "warning", "--no-access-log"],
-            cwd=tmp,
-            env={**env, "PYTHONPATH": tmp},
-        )
-        try:
-            wait_http(f"http://127.0.0.1:{port}/", floor)
-            floor_r = asyncio.run(
-                load(f"http://127.0.0.1:{port}/api/1/envelope/", {}, args.seconds, args.concurrency)
-            )
-        finally:
-            floor.terminate()
-            floor.wait()
-
-        up, base, key, token, data = start_embedded(tmp, env, "sentry")
-        try:
-            headers = {
-                "x-sentry-auth": f"Sentry sentry_key={key}, sentry_version=7",
-                "content-type": "application/x-sentry-envelope",
-                "content-encoding": "gzip",
-            }
+    cpus = cores(args.cores)
+    out: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="weftline-bench-") as tmp_:
+        tmp = Path(tmp_)
+        route = FloorRoute("/api/{pid}/envelope/", 200, b'{"id":"0"}')
+        key = secrets.token_hex(16)
+        wrk = Wrk(requests("1", key), tmp, cpus)
+        title = "Sentry envelopes, one event per request"
+        out.append(header(title, wrk, args.seconds, args.connections))
+        ceiling = measure_floor(wrk, [route], tmp, args.seconds, args.connections)
+        floor = ceiling.floor
+        out.append(ceiling.static.line("wrk vs a static answer"))
+        out.append(floor.line("floor (bare Starlette)", 1, "events"))
+        with embedded(tmp, cpus, "sentry", key=key) as wl:
             t0 = time.perf_counter()
-            wl = asyncio.run(
-                load(f"{base}/api/1/envelope/", headers, args.seconds, args.concurrency)
+            edge = wrk.run(wl.base, args.seconds, args.connections)
+            drained = wl.drain("sentry")
+            took = time.perf_counter() - t0
+            accepted, _ = wl.accepted("sentry")
+            out.append(edge.line("weftline edge", 1, "events"))
+            out.append(f"{'':<36} {ratio(edge.rps, floor.rps, ceiling)}; load avg {loadavg()}")
+            out.append(
+                f"{'stored end to end':<36} {accepted:,.0f} accepted, backlog drained "
+                f"{drained:.1f} s after the load: {accepted / took:,.0f} events/s"
             )
-            while time.perf_counter() - t0 < args.seconds + 300:
-                m = httpx.get(f"{base}/metrics").text
-                b = re.search(r'weftline_stream_backlog_entries\{kind="sentry"\} (\S+)', m)
-                if b and float(b.group(1)) == 0:
-                    break
-                time.sleep(0.2)
-            stored_in = time.perf_counter() - t0
-            n = httpx.get(
-                f"{base}/api/v1/issues", headers={"authorization": f"Bearer {token}"}
-            ).json()["issues"]
-            stored = sum(i["count"] for i in n)
-        finally:
-            up.terminate()
-            up.wait(60)
-        try:
-            bugsink = bugsink_run(args, Path(tmp))
-        except Exception as e:  # report why, keep the other results
-            bugsink = f"not run: {type(e).__name__}: {e}"
-    print(
-        f"one event per request: envelope of {floor_r['raw_bytes']:.0f} bytes,"
-        f" {floor_r['body_bytes']:.0f} gzip'd"
-    )
-    print(line("floor (bare Starlette)", floor_r))
-    print(line("weftline up", wl, floor_r))
-    print(
-        f"{'stored':<22} {stored} of {wl['distinct']} distinct accepted events queryable"
-        f" {stored_in:.1f} s after the load started"
-        f" ({stored / stored_in:.0f} events/s end to end), {len(n)} issues"
-    )
-    if isinstance(bugsink, str):
-        print(f"{'bugsink':<22} {bugsink}")
-    else:
-        bs, digested, took = bugsink
-        print(line(f"bugsink {args.bugsink_workers}w gunicorn", bs, floor_r))
-        print(
-            f"{'bugsink digested':<22} {digested} of {bs['distinct']} distinct accepted events"
-            f" {took:.1f} s after the load started ({digested / took:.0f} events/s end to end)"
-        )
-    return 0 if stored == wl["distinct"] else 1
+            weftline_e2e = accepted / took
+            half = wrk.run(wl.base, args.seconds, args.connections, rate=edge.rps / 2)
+            wl.drain("sentry")
+            out.append(half.line("weftline at half the rate", 1, "events"))
+            r = httpx.get(
+                f"{wl.base}/api/v1/issues",
+                params={"limit": 1000},
+                headers={"authorization": f"Bearer {wl.token}"},
+                timeout=60,
+            )
+            stored = sum(i["count"] for i in r.json()["issues"])
+            want, _ = wl.accepted("sentry")
+            out.append(f"{'stored (issues API)':<36} {stored:,} events of {want:,.0f} accepted")
+        if not args.no_bugsink:
+            try:
+                got = bugsink_run(args, tmp, cpus)
+            except Exception as e:  # report why, keep the other results
+                got = f"not run: {type(e).__name__}: {e}"
+            if isinstance(got, tuple):
+                out.append(got[0])
+                if got[1] > 0:
+                    out.append(f"{'weftline / bugsink, stored':<36} {weftline_e2e / got[1]:,.0f}×")
+            else:
+                out.append(f"{'bugsink':<36} {got}")
+    print("\n".join(out))
+    return 0 if stored == want else 1
 
 
 if __name__ == "__main__":
