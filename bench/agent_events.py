@@ -1,59 +1,45 @@
-"""Benchmark: POST batches of agent events against the embedded stack, against a floor.
+"""Benchmark: batches of agent events into `weftline up`, against the bare-Starlette floor.
 
-    .venv/bin/python bench/agent_events.py [--seconds 10] [--concurrency 16] [--batch 50]
+    .venv/bin/python bench/agent_events.py [--seconds 10] [--connections 32] [--batch 50]
+                                           [--cores 1]
 
-Runs, in one go on this machine (loopback only, bounded in time):
-1. the floor: a bare Starlette endpoint that reads the body and answers 202, served by the
-   same uvicorn settings as Weftline;
-2. `weftline up` (embedded Valkey + chDB + workers) with the same load on /api/v1/events;
-3. freshness: accepted (202) → queryable, timed by the live feed, which publishes an event
-   only after its insert into ClickHouse returned.
-Prints req/s, events/s, p50/p99 latency and the ratios to the floor.
+wrk (pinned to its own core) posts the same JSON array of `--batch` events per request to
+the floor (a bare Starlette endpoint reading the body, same uvicorn flags) and to
+`weftline up` (embedded Valkey + chDB + workers, all on the server core). Prints req/s,
+events/s, p50/p99 and the ratio to the floor; the stored end-to-end rate (until the agent
+stream is drained); then, at half the edge's maximum rate, the edge p99 and the freshness:
+accepted (202) → queryable, timed on the live feed, which publishes an event only after
+its insert into ClickHouse returned.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
 import secrets
-import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import orjson
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from weftline.embedded import free_port  # noqa: E402
-
-FLOOR_APP = textwrap.dedent(
-    """
-    from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    async def events(request):
-        body = await request.body()
-        return JSONResponse({"accepted": len(body)}, status_code=202)
-
-    app = Starlette(routes=[Route("/api/v1/events", events, methods=["POST"])])
-    """
+from bench.harness import (  # noqa: E402
+    FloorRoute,
+    HttpRequest,
+    Wrk,
+    cores,
+    embedded,
+    header,
+    loadavg,
+    measure_floor,
+    pct,
+    ratio,
 )
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def batch_body(n: int, tag: str) -> bytes:
@@ -79,38 +65,8 @@ def batch_body(n: int, tag: str) -> bytes:
     )
 
 
-async def load(url: str, headers: dict, seconds: float, concurrency: int, batch: int) -> dict:
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    body = batch_body(batch, "bench")
-    deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                r = await client.post(url, content=body, headers=headers)
-                latencies.append(time.perf_counter() - t0)
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
-    return {
-        "requests": len(latencies),
-        "ok": ok,
-        "statuses": statuses,
-        "rps": ok / elapsed,
-        "eps": ok * batch / elapsed,
-        "p50_ms": pct(latencies, 0.5) * 1000,
-        "p99_ms": pct(latencies, 0.99) * 1000,
-    }
-
-
 async def freshness(base: str, key: str, token: str, samples: int, batch: int) -> list[float]:
-    """Send one request at a time and wait for its last event on the live feed."""
+    """One request at a time; the time until its last event is on the live feed."""
     out: list[float] = []
     async with (
         httpx.AsyncClient(timeout=30) as client,
@@ -121,10 +77,9 @@ async def freshness(base: str, key: str, token: str, samples: int, batch: int) -
         lines = live.aiter_lines()
         await lines.__anext__()  # ": connected"
         for n in range(samples):
-            tag = f"fresh{n}"
             r = await client.post(
                 f"{base}/api/v1/events",
-                content=batch_body(batch, tag),
+                content=batch_body(batch, f"fresh{n}"),
                 headers={"x-weftline-key": key},
             )
             accepted = time.perf_counter()
@@ -134,147 +89,64 @@ async def freshness(base: str, key: str, token: str, samples: int, batch: int) -
                 if want in line:
                     out.append(time.perf_counter() - accepted)
                     break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
     return out
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
-
-
-def start_embedded(
-    tmp: str, env: dict[str, str], kind: str, retention_days: int | None = None
-) -> tuple[subprocess.Popen, str, str, str, Path]:
-    """`weftline up` (embedded) in `tmp`, with a bench project whose rate limit is lifted
-    and the `kind` stream's backlog budget raised, so neither caps the run. Waits until it
-    answers; returns (process, base URL, ingest key, query token, data folder)."""
-    port = free_port()
-    key, token = secrets.token_hex(16), secrets.token_hex(20)
-    data = Path(tmp) / "data"
-    data.mkdir()
-    (data / "demo-project.toml").write_text(
-        f'id = 1\nname = "bench"\npublic_key = "{key}"\nquery_token = "{token}"\n'
-        "rate_limit = 1000000.0\n"
-        + (f"retention_days = {retention_days}\n" if retention_days else "")
-    )
-    env = {**env, f"WEFTLINE_BACKLOG_BUDGET__{kind.upper()}": "10000000"}
-    up = subprocess.Popen(
-        [sys.executable, "-m", "weftline.cli", "up", "--port", str(port)]
-        + ["--data-dir", str(data), "--log-level", "warning"],
-        env=env,
-        stdout=(Path(tmp) / "up.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/healthz", up)
-    except RuntimeError:
-        up.terminate()
-        raise
-    return up, base, key, token, data
-
-
-def report(name: str, r: dict, floor: dict | None = None, unit: str = "events") -> None:
-    line = (
-        f"{name:<34} {r['rps']:>8.0f} req/s {r['eps']:>9.0f} {unit}/s"
-        f"  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  statuses {r['statuses']}"
-    )
-    print(line)
-    if floor:
-        print(
-            f"{'':<34} throughput {r['rps'] / floor['rps']:.2f}× floor, "
-            f"p50 {r['p50_ms'] / floor['p50_ms']:.2f}× floor, "
-            f"p99 {r['p99_ms'] / floor['p99_ms']:.2f}× floor"
-        )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--cores", type=int, default=1, help="CPUs for the server (wrk: the last)")
     ap.add_argument("--fresh-samples", type=int, default=100)
     args = ap.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("VALKEY_URL", None)
-    env.pop("CLICKHOUSE_URL", None)
-
-    with tempfile.TemporaryDirectory(prefix="weftline-bench-") as tmp:
-        floor_port = free_port()
-        (Path(tmp) / "floor_app.py").write_text(FLOOR_APP)
-        floor = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "floor_app:app",
-                "--port",
-                str(floor_port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            cwd=tmp,
-            env={**env, "PYTHONPATH": tmp},
+    cpus = cores(args.cores)
+    out: list[str] = []
+    n = args.batch
+    with tempfile.TemporaryDirectory(prefix="weftline-bench-") as tmp_:
+        tmp = Path(tmp_)
+        key = secrets.token_hex(16)
+        headers = {"X-Weftline-Key": key, "Content-Type": "application/json"}
+        wrk = Wrk(
+            [HttpRequest("POST", "/api/v1/events", batch_body(n, "bench"), headers)], tmp, cpus
         )
-        try:
-            wait_http(f"http://127.0.0.1:{floor_port}/", floor)
-            floor_r = asyncio.run(
-                load(
-                    f"http://127.0.0.1:{floor_port}/api/v1/events",
-                    {},
-                    args.seconds,
-                    args.concurrency,
-                    args.batch,
+        out.append(header(f"agent events, {n} per request", wrk, args.seconds, args.connections))
+        route = FloorRoute("/api/v1/events", 202, b'{"accepted":50,"id":"0-0"}')
+        ceiling = measure_floor(wrk, [route], tmp, args.seconds, args.connections)
+        floor = ceiling.floor
+        out.append(ceiling.static.line("wrk vs a static answer"))
+        out.append(floor.line("floor (bare Starlette)", n, "events"))
+        with embedded(tmp, cpus, "agent", key=key) as wl:
+            t0 = time.perf_counter()
+            edge = wrk.run(wl.base, args.seconds, args.connections)
+            drained = wl.drain("agent")
+            took = time.perf_counter() - t0
+            _, events = wl.accepted("agent")
+            out.append(edge.line("weftline edge", n, "events"))
+            out.append(f"{'':<36} {ratio(edge.rps, floor.rps, ceiling)}; load avg {loadavg()}")
+            out.append(
+                f"{'stored end to end':<36} {events:,.0f} events accepted, backlog drained "
+                f"{drained:.1f} s after the load: {events / took:,.0f} events/s"
+            )
+            # half the maximum rate in the background while the freshness probe runs
+            half: list = []
+            bg = threading.Thread(
+                target=lambda: half.append(
+                    wrk.run(wl.base, args.seconds, args.connections, rate=edge.rps / 2)
                 )
             )
-        finally:
-            floor.terminate()
-            floor.wait()
-
-        up, base, key, token, _data = start_embedded(tmp, env, "agent")
-        try:
-            headers = {"x-weftline-key": key, "content-type": "application/json"}
-            wl = asyncio.run(
-                load(f"{base}/api/v1/events", headers, args.seconds, args.concurrency, args.batch)
+            bg.start()
+            fresh = asyncio.run(freshness(wl.base, wl.key, wl.token, args.fresh_samples, n))
+            bg.join()
+            wl.drain("agent")
+            out.append(half[0].line("weftline at half the rate", n, "events"))
+            out.append(
+                f"{'freshness at half the rate':<36} accepted → on the live feed p50 "
+                f"{pct(fresh, 0.5) * 1000:.1f} ms, p99 {pct(fresh, 0.99) * 1000:.1f} ms "
+                f"(n={len(fresh)}); load avg {loadavg()}"
             )
-            drain_start = time.perf_counter()
-            while True:
-                m = httpx.get(f"{base}/metrics").text
-                backlog = re.search(r'weftline_stream_backlog_entries\{kind="agent"\} (\S+)', m)
-                if backlog and float(backlog.group(1)) == 0:
-                    break
-                if time.perf_counter() - drain_start > 120:
-                    break
-                time.sleep(0.2)
-            drain = time.perf_counter() - drain_start
-            fresh = asyncio.run(freshness(base, key, token, args.fresh_samples, args.batch))
-        finally:
-            up.terminate()
-            up.wait(60)
-
-    print(
-        f"\nWeftline agent-events benchmark: {args.concurrency} concurrent clients, "
-        f"{args.batch} events per request, {args.seconds:.0f} s per run, "
-        f"{os.cpu_count()} CPUs (client and server share them)\n"
-    )
-    report("floor: bare Starlette endpoint", floor_r)
-    report("weftline POST /api/v1/events", wl, floor_r)
-    print(f"{'':<34} backlog drained {drain:.1f} s after the load stopped")
-    print(
-        f"freshness accepted → queryable     p50 {pct(fresh, 0.5) * 1000:6.1f} ms  "
-        f"p99 {pct(fresh, 0.99) * 1000:6.1f} ms  (n={len(fresh)}, "
-        f"mean {statistics.mean(fresh) * 1000:.1f} ms)"
-    )
+    print("\n".join(out))
     return 0
 
 

@@ -1,85 +1,66 @@
-"""Which ASGI server: the bare Starlette endpoint of bench/agent_events.py under uvicorn
-(uvloop + httptools) and under granian, same load, same run.
+"""Which ASGI server: the bare Starlette floor under uvicorn (uvloop + httptools) and under
+granian, same wrk load, same core, same run.
 
-    .venv/bin/python bench/asgi_servers.py [--seconds 8]   # needs `pip install granian`
+    .venv/bin/python bench/asgi_servers.py [--seconds 8] [--connections 32]
+    # granian: `.venv/bin/python -m pip install granian`; measured only when installed
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.agent_events import FLOOR_APP, load, report, wait_http  # noqa: E402
+from bench.agent_events import batch_body  # noqa: E402
+from bench.harness import (  # noqa: E402
+    FLOOR_APP,
+    FloorRoute,
+    HttpRequest,
+    Wrk,
+    cores,
+    header,
+    measure_floor,
+    pinned,
+    ratio,
+)
 from weftline.embedded import free_port  # noqa: E402
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--connections", type=int, default=32)
     args = ap.parse_args()
-    servers = {
-        "uvicorn (uvloop, httptools)": lambda port: [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "floor_app:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-        ],
-    }
-    if shutil.which("granian") or Path(sys.executable).with_name("granian").exists():
-        granian = str(Path(sys.executable).with_name("granian"))
-        servers["granian (asgi)"] = lambda port: [
-            granian,
-            "--interface",
-            "asgi",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "floor_app:app",
-        ]
-    else:
-        print("granian is not installed: measuring uvicorn only")
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "floor_app.py").write_text(FLOOR_APP)
-        for name, cmd in servers.items():
-            port = free_port()
-            proc = subprocess.Popen(cmd(port), cwd=tmp)
-            try:
-                wait_http(f"http://127.0.0.1:{port}/", proc)
-                results[name] = asyncio.run(
-                    load(
-                        f"http://127.0.0.1:{port}/api/v1/events",
-                        {},
-                        args.seconds,
-                        args.concurrency,
-                        args.batch,
-                    )
-                )
-            finally:
-                proc.terminate()
-                proc.wait()
-    first = next(iter(results.values()))
-    for name, r in results.items():
-        report(name, r, None if r is first else first)
+    cpus = cores(1)
+    route = FloorRoute("/api/v1/events", 202, b'{"accepted":50}')
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        body = batch_body(50, secrets.token_hex(4))
+        wrk = Wrk([HttpRequest("POST", "/api/v1/events", body)], tmp, cpus)
+        print(header("the floor under two ASGI servers", wrk, args.seconds, args.connections))
+        ceiling = measure_floor(wrk, [route], tmp, args.seconds, args.connections)
+        print(ceiling.static.line("wrk vs a static answer"))
+        print(ceiling.floor.line("uvicorn (uvloop, httptools)"))
+        granian = Path(sys.executable).with_name("granian")
+        if not granian.exists() and not shutil.which("granian"):
+            print("granian is not installed: measured uvicorn only")
+            return 0
+        app_dir = tmp / "granian"
+        app_dir.mkdir()
+        spec = [(route.path, route.status, route.body, route.media_type)]
+        (app_dir / "floor_app.py").write_text(f"ROUTES = {spec!r}\n" + FLOOR_APP)
+        port = free_port()
+        cmd = [str(granian), "--interface", "asgi", "--port", str(port)]
+        cmd += ["--log-level", "warning", "floor_app:app"]
+        with pinned(cmd, cpus, f"http://127.0.0.1:{port}/", cwd=app_dir):
+            g = wrk.run(f"http://127.0.0.1:{port}", args.seconds, args.connections)
+        print(g.line("granian (asgi)"))
+        print(f"{'':<36} granian {ratio(g.rps, ceiling.floor.rps, ceiling)} (uvicorn)")
     return 0
 
 

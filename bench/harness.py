@@ -554,3 +554,10 @@ def header(title: str, wrk: Wrk, seconds: float, connections: int) -> str:
         f"{seconds:g} s) on CPU {cores_.load}{shared}; {wrk.count} distinct requests, "
         f"body {wrk.body_bytes:,.0f} bytes on average; load average before: {loadavg()}"
     )
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -1,56 +1,41 @@
-"""Benchmark: OTLP/HTTP span exports against the embedded stack, against a floor.
+"""Benchmark: OTLP/HTTP span exports into `weftline up`, against the bare-Starlette floor.
 
-    .venv/bin/python bench/otlp.py [--seconds 10] [--concurrency 16] [--spans 100]
-                                   [--encoding protobuf|json]
+    .venv/bin/python bench/otlp.py [--seconds 10] [--connections 32] [--spans 100]
+                                   [--attributes 20] [--encoding protobuf|json] [--cores 1]
 
-Runs, in one go on this machine (loopback only, bounded in time):
-1. the floor: a bare Starlette `/v1/traces` that reads the body and answers an empty
-   protobuf response, served by uvicorn like Weftline;
-2. `weftline up` (embedded Valkey + chDB + workers) under the same load: the edge's
-   spans/s (accepted into Valkey), then how long the workers take to store the backlog,
-   which gives the sustained spans/s through edge + worker + ClickHouse.
-Bodies are real SDK spans encoded by the OpenTelemetry encoders (protobuf or OTLP/JSON),
-a different trace per body.
+Bodies are real SDK spans (`--spans` per export, `--attributes` attributes each, one
+trace per body, 50 bodies) encoded by the OpenTelemetry exporters' own encoders. wrk,
+pinned to its own core, posts them to the floor (a bare Starlette `/v1/traces` reading
+the body, same uvicorn flags) and to `weftline up` (embedded Valkey + chDB + workers, all
+on the server core). Prints req/s, spans/s, p50/p99, the ratio to the floor, the stored
+end-to-end rate (until the otlp stream is drained), and the edge p99 at half the rate.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import itertools
-import os
-import re
-import subprocess
+import secrets
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
-import httpx
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench.agent_events import start_embedded  # noqa: E402
-from weftline.embedded import free_port  # noqa: E402
-
-FLOOR_APP = textwrap.dedent(
-    """
-    from starlette.applications import Starlette
-    from starlette.responses import Response
-    from starlette.routing import Route
-
-    async def traces(request):
-        await request.body()
-        return Response(b"", media_type="application/x-protobuf")
-
-    app = Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])])
-    """
+from bench.harness import (  # noqa: E402
+    FloorRoute,
+    HttpRequest,
+    Wrk,
+    cores,
+    embedded,
+    header,
+    loadavg,
+    measure_floor,
+    ratio,
 )
 
 
-def bodies(n_bodies: int, spans: int, encoding: str) -> list[bytes]:
+def bodies(n_bodies: int, spans: int, attributes: int, encoding: str) -> list[bytes]:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -64,9 +49,9 @@ def bodies(n_bodies: int, spans: int, encoding: str) -> list[bytes]:
         tracer = tp.get_tracer("bench")
         with tracer.start_as_current_span("GET /bench", attributes={"session.id": f"s{b}"}):
             for i in range(spans - 1):
-                with tracer.start_as_current_span(
-                    f"step {i % 10}", attributes={"i": i, "db.system": "postgresql"}
-                ) as s:
+                attrs: dict = {"db.system": "postgresql", "i": i}
+                attrs.update({f"app.attr_{k}": f"value-{k}-{i % 7}" for k in range(attributes - 2)})
+                with tracer.start_as_current_span(f"step {i % 10}", attributes=attrs) as s:
                     s.add_event("tick", {"n": i})
         finished = mem.get_finished_spans()
         if encoding == "json":
@@ -80,133 +65,54 @@ def bodies(n_bodies: int, spans: int, encoding: str) -> list[bytes]:
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
-
-
-async def load(url: str, headers: dict, payloads: list[bytes], seconds: float, conc: int) -> dict:
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    cycle = itertools.cycle(payloads)
-    deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                r = await client.post(url, content=next(cycle), headers=headers)
-                latencies.append(time.perf_counter() - t0)
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(conc)))
-        elapsed = time.perf_counter() - started
-    ok = statuses.get(200, 0)
-    return {
-        "ok": ok,
-        "statuses": statuses,
-        "elapsed": elapsed,
-        "rps": ok / elapsed,
-        "p50_ms": pct(latencies, 0.5) * 1000,
-        "p99_ms": pct(latencies, 0.99) * 1000,
-    }
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
-
-
-def backlog(base: str) -> float:
-    m = httpx.get(f"{base}/metrics", timeout=10).text
-    found = re.search(r'weftline_stream_backlog_entries\{kind="otlp"\} (\S+)', m)
-    return float(found.group(1)) if found else float("nan")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--spans", type=int, default=100, help="spans per request")
+    ap.add_argument("--attributes", type=int, default=20, help="attributes per span")
     ap.add_argument("--encoding", choices=["protobuf", "json"], default="protobuf")
+    ap.add_argument("--cores", type=int, default=1, help="CPUs for the server (wrk: the last)")
     args = ap.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("VALKEY_URL", None)
-    env.pop("CLICKHOUSE_URL", None)
-    payloads = bodies(50, args.spans, args.encoding)
+    cpus = cores(args.cores)
+    n = args.spans
     ctype = "application/json" if args.encoding == "json" else "application/x-protobuf"
-
-    with tempfile.TemporaryDirectory(prefix="weftline-bench-otlp-") as tmp:
-        floor_port = free_port()
-        (Path(tmp) / "floor_app.py").write_text(FLOOR_APP)
-        floor = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "floor_app:app", "--port", str(floor_port)]
-            + ["--log-level", "warning", "--no-access-log"],
-            cwd=tmp,
-            env={**env, "PYTHONPATH": tmp},
+    out: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="weftline-bench-otlp-") as tmp_:
+        tmp = Path(tmp_)
+        key = secrets.token_hex(16)
+        headers = {"X-Weftline-Key": key, "Content-Type": ctype}
+        wrk = Wrk(
+            [
+                HttpRequest("POST", "/v1/traces", b, headers)
+                for b in bodies(50, n, args.attributes, args.encoding)
+            ],
+            tmp,
+            cpus,
         )
-        try:
-            wait_http(f"http://127.0.0.1:{floor_port}/", floor)
-            floor_r = asyncio.run(
-                load(
-                    f"http://127.0.0.1:{floor_port}/v1/traces",
-                    {"content-type": ctype},
-                    payloads,
-                    args.seconds,
-                    args.concurrency,
-                )
+        title = f"OTLP/HTTP {args.encoding}, {n} spans × {args.attributes} attributes per request"
+        out.append(header(title, wrk, args.seconds, args.connections))
+        route = FloorRoute("/v1/traces", 200, b"", "application/x-protobuf")
+        ceiling = measure_floor(wrk, [route], tmp, args.seconds, args.connections)
+        floor = ceiling.floor
+        out.append(ceiling.static.line("wrk vs a static answer"))
+        out.append(floor.line("floor (bare Starlette)", n, "spans"))
+        with embedded(tmp, cpus, "otlp", key=key) as wl:
+            t0 = time.perf_counter()
+            edge = wrk.run(wl.base, args.seconds, args.connections)
+            drained = wl.drain("otlp")
+            took = time.perf_counter() - t0
+            _, spans = wl.accepted("otlp")
+            out.append(edge.line("weftline edge", n, "spans"))
+            out.append(f"{'':<36} {ratio(edge.rps, floor.rps, ceiling)}; load avg {loadavg()}")
+            out.append(
+                f"{'stored end to end':<36} {spans:,.0f} spans accepted, backlog drained "
+                f"{drained:.1f} s after the load: {spans / took:,.0f} spans/s"
             )
-        finally:
-            floor.terminate()
-            floor.wait()
-
-        up, base, key, token, data = start_embedded(tmp, env, "otlp")
-        try:
-            headers = {"x-weftline-key": key, "content-type": ctype}
-            wl = asyncio.run(
-                load(f"{base}/v1/traces", headers, payloads, args.seconds, args.concurrency)
-            )
-            drain_start = time.perf_counter()
-            while backlog(base) > 0 and time.perf_counter() - drain_start < 300:
-                time.sleep(0.2)
-            drain = time.perf_counter() - drain_start
-            left = backlog(base)
-        finally:
-            up.terminate()
-            up.wait(60)
-
-    spans = args.spans
-    print(
-        f"\nWeftline OTLP benchmark: {args.encoding}, {spans} spans per request, "
-        f"{args.concurrency} concurrent clients, {args.seconds:.0f} s per run, "
-        f"{os.cpu_count()} CPUs (client, server and workers share them)\n"
-    )
-    for name, r in (("floor: bare Starlette /v1/traces", floor_r), ("weftline edge", wl)):
-        print(
-            f"{name:<34} {r['rps']:>7.0f} req/s {r['rps'] * spans:>9.0f} spans/s"
-            f"  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  statuses {r['statuses']}"
-        )
-    print(
-        f"{'':<34} edge throughput {wl['rps'] / floor_r['rps']:.2f}× floor, "
-        f"p50 {wl['p50_ms'] / floor_r['p50_ms']:.2f}× floor"
-    )
-    total = wl["ok"] * spans
-    sustained = total / (wl["elapsed"] + drain)
-    print(
-        f"{'through the workers':<34} {total} spans stored {drain:.1f} s after the load stopped"
-        f" (backlog left {left:.0f}): {sustained:.0f} spans/s sustained, "
-        f"{sustained / (floor_r['rps'] * spans):.2f}× the floor's spans/s"
-    )
+            half = wrk.run(wl.base, args.seconds, args.connections, rate=edge.rps / 2)
+            wl.drain("otlp")
+            out.append(half.line("weftline at half the rate", n, "spans"))
+    print("\n".join(out))
     return 0
 
 
