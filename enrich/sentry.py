@@ -61,6 +61,12 @@ PLATFORMS = frozenset(
     "as3 c cfml cocoa csharp elixir go groovy haskell java javascript native node objc "
     "other perl php python ruby".split()
 )
+# The tables' time columns are DateTime64, but their TTL and partition keys go through
+# DateTime (UInt32 seconds, which ends in 2106) and DateTime64(9) ends in 2262: a client
+# time outside [1970, 2106) is not a time we can store, and is replaced.
+MAX_EPOCH = float(2**32 - 1)
+UINT32_MAX = 2**32 - 1
+INT64_MAX = 2**63 - 1
 MAX_DRIFT_S = 60.0
 MAX_FUTURE_S = 60.0
 MAX_PAST_S = 30 * 86400.0
@@ -85,7 +91,7 @@ def epoch(value: Any) -> float | None:
         return None
     if isinstance(value, int | float):
         v = float(value)
-        return v if 0 < v < 32503680000 else None
+        return v if 0 < v < MAX_EPOCH else None
     if isinstance(value, str) and value:
         try:
             dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -93,8 +99,22 @@ def epoch(value: Any) -> float | None:
             return None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
-        return dt.timestamp()
+        v = dt.timestamp()
+        return v if 0 < v < MAX_EPOCH else None
     return None
+
+
+def count_of(value: Any, name: str, limit: int = UINT32_MAX) -> int:
+    """A client's counter for an unsigned column: clamped to [0, limit] (a UInt32 would
+    wrap silently, a UInt64 beyond 2^64 fails the whole insert); not a number → the
+    item is rejected with the field's name."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise EnvelopeError(f"{name} must be a number, not {type(value).__name__}")
+    if value >= limit:
+        return limit
+    return max(0, int(value))
 
 
 def level_of(raw: Any, default: str = "error") -> str:
@@ -389,7 +409,7 @@ def span_row(
             "status_message": message,
             "service_name": resource.get("service.name", "unknown"),
             "start_time": ch_seconds(start, 9),
-            "duration_ns": max(0, int(round((end - start) * 1e9))),
+            "duration_ns": min(INT64_MAX, max(0, int(round((end - start) * 1e9)))),
             "resource_attributes": resource,
             "attributes": attributes,
             "event_times": [],
@@ -571,10 +591,14 @@ def session_rows(obj: dict[str, Any], item: Item, ctx: Context, index: int) -> l
                     "distinct_id": s(obj.get("did"), 200),
                     "status": s(obj.get("status"), 20) or "ok",
                     "init": 1 if obj.get("init") else 0,
-                    "errors": max(0, int(obj.get("errors") or 0)),
+                    "errors": count_of(obj.get("errors"), "errors"),
                     "started": ch_seconds(started),
                     "timestamp": ch_seconds(ctx.ts(obj.get("timestamp"))),
-                    "duration": float(dur) if isinstance(dur, int | float) else None,
+                    "duration": (
+                        float(dur)
+                        if isinstance(dur, int | float) and abs(dur) < 1e15 and dur == dur
+                        else None
+                    ),
                     "exited": 0,
                     "errored": 0,
                     "crashed": 0,
@@ -590,7 +614,7 @@ def session_rows(obj: dict[str, Any], item: Item, ctx: Context, index: int) -> l
 
         def count(k: str, agg: dict[str, Any] = agg) -> int:
             v = agg.get(k)
-            return max(0, min(int(v), 2**32 - 1)) if isinstance(v, int | float) else 0
+            return count_of(v, k) if isinstance(v, int | float) else 0
 
         rows.append(
             Row(
@@ -624,7 +648,9 @@ def outcome_rows(obj: dict[str, Any], ctx: Context, index: int) -> list[Row]:
         if not isinstance(ev, dict):
             continue
         q = ev.get("quantity")
-        qty = int(q) if isinstance(q, int | float) and q > 0 else 0
+        # UInt64 column, but no SDK drops 4 billion items between two reports: a larger
+        # number is a broken (or hostile) report, kept at the cap.
+        qty = count_of(q, "quantity") if isinstance(q, int | float) else 0
         reason, category = s(ev.get("reason"), 100), s(ev.get("category"), 100)
         rows.append(
             Row(
@@ -642,7 +668,11 @@ def outcome_rows(obj: dict[str, Any], ctx: Context, index: int) -> list[Row]:
                 },
             )
         )
-        rows.append(Row(METRIC, {"discarded": (reason, category), "n": qty}))
+        label = (
+            reason if reason in DISCARD_REASONS else "other",
+            category if category in DISCARD_CATEGORIES else "other",
+        )
+        rows.append(Row(METRIC, {"discarded": label, "n": qty}))
     return rows
 
 
@@ -707,6 +737,45 @@ RAW_TYPES = frozenset(
 )
 
 
+# Sentry's discard reasons and data categories (relay-base-schema DataCategory and the
+# SDKs' DiscardReason): metric labels come from these lists, anything else is `other`.
+DISCARD_REASONS = frozenset(
+    "queue_overflow cache_overflow ratelimit_backoff network_error sample_rate before_send "
+    "event_processor send_error internal_sdk_error insufficient_data backpressure "
+    "buffer_overflow".split()
+)
+DISCARD_CATEGORIES = frozenset(
+    "default error transaction security attachment attachment_item session profile "
+    "profile_chunk replay feedback span monitor log_item log_byte internal metric_bucket "
+    "trace_metric user_report_v2".split()
+)
+KNOWN_TYPES = (
+    RAW_TYPES
+    | CONTAINER_TYPES
+    | {
+        "event",
+        "transaction",
+        "span",
+        "session",
+        "sessions",
+        "client_report",
+    }
+)
+
+
+def check_ranges(rows: list[Row]) -> None:
+    """Every integer a row holds fits a 64-bit column and every float is finite, else the
+    item is rejected: one value the insert cannot take would fail its whole batch."""
+    for row in rows:
+        for k, v in row.data.items():
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, int) and not -(2**63) <= v < 2**64:
+                raise EnvelopeError(f"{k} is out of range")
+            if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+                raise EnvelopeError(f"{k} is not a finite number")
+
+
 def decode_envelope_entry(
     entry: Entry, project: ProjectConfig | None = None, symbolicate: Symbolicate | None = None
 ) -> list[Row]:
@@ -717,30 +786,38 @@ def decode_envelope_entry(
     rows: list[Row] = []
     for i, item in enumerate(ctx.envelope.items):
         t = item.type
+        label = t if t in KNOWN_TYPES else "other"
+        item_rows: list[Row] = []
         try:
             if t == "event":
-                rows.append(error_row(item_json(item, i), ctx, i))
+                item_rows.append(error_row(item_json(item, i), ctx, i))
             elif t == "transaction":
-                rows.extend(transaction_rows(item_json(item, i), ctx))
+                item_rows.extend(transaction_rows(item_json(item, i), ctx))
             elif t == "span":
-                rows.extend(v2_span_rows(container_items(item, i), ctx))
+                item_rows.extend(v2_span_rows(container_items(item, i), ctx))
             elif t in ("session", "sessions"):
-                rows.extend(session_rows(item_json(item, i), item, ctx, i))
+                item_rows.extend(session_rows(item_json(item, i), item, ctx, i))
             elif t == "client_report":
-                rows.extend(outcome_rows(item_json(item, i), ctx, i))
+                item_rows.extend(outcome_rows(item_json(item, i), ctx, i))
             elif t in CONTAINER_TYPES:
                 container_items(item, i)  # validated, kept raw
-                rows.append(raw_row(item, ctx, i))
+                item_rows.append(raw_row(item, ctx, i))
             else:
                 rows.append(raw_row(item, ctx, i))
                 outcome = "raw" if t in RAW_TYPES else "unknown"
-                rows.append(Row(METRIC, {"type": t, "outcome": outcome}))
+                rows.append(Row(METRIC, {"type": label, "outcome": outcome}))
                 continue
+            check_ranges(item_rows)
         except EnvelopeError as e:
             rows.append(raw_row(item, ctx, i, error=e.reason))
-            rows.append(Row(METRIC, {"type": t, "outcome": "invalid"}))
+            rows.append(Row(METRIC, {"type": label, "outcome": "invalid"}))
             continue
-        rows.append(Row(METRIC, {"type": t, "outcome": "stored"}))
+        except Exception as e:  # a bug on one item must not cost its siblings
+            rows.append(raw_row(item, ctx, i, error=f"decoder failed: {type(e).__name__}"))
+            rows.append(Row(METRIC, {"type": label, "outcome": "invalid"}))
+            continue
+        rows.extend(item_rows)
+        rows.append(Row(METRIC, {"type": label, "outcome": "stored"}))
     return rows
 
 
@@ -792,6 +869,6 @@ class SentryHandler:
                 continue
             if "discarded" in r.data:
                 reason, category = r.data["discarded"]
-                SENTRY_CLIENT_DISCARDED.labels(reason or "?", category or "?").inc(r.data["n"])
+                SENTRY_CLIENT_DISCARDED.labels(reason, category).inc(r.data["n"])
             else:
-                SENTRY_ITEMS.labels(r.data["type"][:60], r.data["outcome"]).inc()
+                SENTRY_ITEMS.labels(r.data["type"], r.data["outcome"]).inc()

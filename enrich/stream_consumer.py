@@ -4,9 +4,12 @@ At-least-once from the stream, exactly-once as queries see it:
 - read with a consumer group; claim entries a dead consumer left pending (XAUTOCLAIM);
 - decode every entry (pure); one that can never be decoded, or that was delivered
   `max_deliveries` times, goes to `wl:dlq:{kind}` with the reason and is acknowledged;
-- store the batch, retrying with backoff while storage fails (nothing is acknowledged
-  before it is stored); the handler's rows carry stable ids so a redelivered batch
-  collapses in ClickHouse;
+- store the batch, retrying with backoff while storage fails for a reason that can pass
+  (ClickHouse away, a full disk: nothing is acknowledged before it is stored); the
+  handler's rows carry stable ids so a redelivered batch collapses in ClickHouse;
+- an error the same rows will always hit (`is_permanent`: a value out of its column's
+  range, a TypeError in the handler) splits the batch in halves until the entry that
+  fails alone is found; that entry goes to the DLQ with the error, the rest is stored;
 - acknowledge and delete the entries together, so the stream holds exactly what is
   accepted and not yet stored.
 """
@@ -15,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,12 +29,52 @@ from redis.exceptions import RedisError, ResponseError
 
 from weftline.ground.errors import DecodeError
 from weftline.ground.metrics import DEAD_LETTERED, PROCESSED
+from weftline.storage.clickhouse import StorageError
 from weftline.storage.keys import GROUP, dlq_stream, in_stream
 from weftline.storage.valkey import ack_and_delete, ensure_group
 
 log = logging.getLogger("weftline.worker")
 
 DLQ_MAXLEN = 100_000
+
+# Errors of the data: a Python error the handler raised on its own rows (orjson's
+# "Integer exceeds 64-bit range" is a TypeError), or the one the driver raised before
+# sending them. Anything else raised outside storage (RuntimeError at shutdown, …) is
+# treated as something that can pass.
+_DATA_ERRORS = (TypeError, ValueError, ArithmeticError, LookupError, UnicodeError, RecursionError)
+# ClickHouse codes and texts that can pass on retry. Checked first: a full disk must
+# never dead-letter anything, whatever else the message says.
+_TRANSIENT = re.compile(
+    r"NOT_ENOUGH_SPACE|No space left|errno: 28|ENOSPC|TOO_MANY_PARTS|MEMORY_LIMIT_EXCEEDED"
+    r"|TIMEOUT_EXCEEDED|SOCKET_TIMEOUT|NETWORK_ERROR|TOO_MANY_SIMULTANEOUS_QUERIES"
+    r"|UNKNOWN_TABLE|UNKNOWN_DATABASE|TABLE_IS_READ_ONLY|KEEPER_EXCEPTION|timed out"
+    r"|Connection refused|Connection reset|Code: (?:60|81|159|202|209|210|241|242|243|252|999)\b",
+    re.IGNORECASE,
+)
+# ClickHouse codes and texts the same rows will always hit.
+_PERMANENT = re.compile(
+    r"CANNOT_PARSE|CANNOT_CONVERT_TYPE|TYPE_MISMATCH|ARGUMENT_OUT_OF_BOUND|INCORRECT_DATA"
+    r"|VALUE_IS_OUT_OF_RANGE|DECIMAL_OVERFLOW|TOO_LARGE_STRING_SIZE|Decimal math overflow"
+    r"|Integer exceeds 64-bit range|out of range|too big to convert"
+    r"|Code: (?:6|26|27|38|41|53|69|70|72|117|131|321|407)\b",
+)
+
+
+def is_permanent(e: BaseException) -> bool:
+    """Will storing the same rows fail the same way every time? Only then is a batch
+    split and an entry dead-lettered; everything else is retried with backoff.
+    The one place that decides it (storage/clickhouse.py's `StorageError.permanent`,
+    where set, is taken as its verdict, after the transient texts)."""
+    if isinstance(e, RedisError | OSError | TimeoutError):
+        return False
+    if not isinstance(e, StorageError):
+        return isinstance(e, _DATA_ERRORS)
+    text = str(e)
+    if _TRANSIENT.search(text):
+        return False
+    if getattr(e, "permanent", False):
+        return True
+    return isinstance(e.__cause__, _DATA_ERRORS) or bool(_PERMANENT.search(text))
 
 
 @dataclass(frozen=True)
@@ -73,6 +117,8 @@ class ConsumerStats:
     entries: int = 0
     dead: int = 0
     store_retries: int = 0
+    splits: int = 0
+    side_effect_failures: int = 0
     last_error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -204,53 +250,119 @@ class StreamConsumer:
         # Decoding a large batch takes long enough to stall the event loop, which the edge
         # shares in `weftline up` (and a decoder may block, e.g. Sentry reading a source map
         # on a cache miss): in a thread, the edge keeps answering between GIL switches.
-        rows, good, dead = await asyncio.to_thread(self._decode_batch, batch)
-        await self._finish(rows, good, dead, stop)
+        decoded, dead = await asyncio.to_thread(self._decode_batch, batch)
+        await self._finish(decoded, dead, stop)
 
     def _decode_batch(
         self, batch: Sequence[Entry]
-    ) -> tuple[list[Any], list[str], list[tuple[Entry, str]]]:
-        rows: list[Any] = []
-        good: list[str] = []
+    ) -> tuple[list[tuple[Entry, list[Any]]], list[tuple[Entry, str]]]:
+        """Each entry's rows (kept per entry, so a batch that fails to store can be split
+        down to the entry that fails), and the entries that can never be decoded."""
+        decoded: list[tuple[Entry, list[Any]]] = []
         dead: list[tuple[Entry, str]] = []
         for entry in batch:
             if entry.deliveries > self.opts.max_deliveries:
                 dead.append((entry, f"delivered {entry.deliveries} times without being stored"))
                 continue
             try:
-                rows.extend(self.handler.decode(entry))
+                decoded.append((entry, list(self.handler.decode(entry))))
             except DecodeError as e:
                 dead.append((entry, e.reason))
-                continue
             except Exception as e:  # a decoder bug must not stop the stream
                 dead.append((entry, f"decoder failed: {type(e).__name__}: {e}"))
-                continue
-            good.append(entry.id)
-        return rows, good, dead
+        return decoded, dead
 
     async def _finish(
         self,
-        rows: list[Any],
-        good: list[str],
+        decoded: list[tuple[Entry, list[Any]]],
         dead: list[tuple[Entry, str]],
         stop: asyncio.Event,
     ) -> None:
         if dead:
-            await self._retry(stop, "dead-letter", lambda: self._dead_letter(dead))
-        if rows:
-            token = f"{self.kind}:{good[0]}:{good[-1]}:{len(good)}"
-            await self._retry(stop, "store", lambda: self.handler.store(rows, token))
-            await self._retry(stop, "after-store", lambda: self.handler.after_store(rows))
-        await self._retry(stop, "ack", lambda: ack_and_delete(self.client, self.stream, good))
+            await self._retry(stop, "dead-letter", lambda: self._dead_letter(dead), decoded)
+        poison = await self._store(decoded, stop)
+        if poison:
+            await self._retry(stop, "dead-letter", lambda: self._dead_letter(poison), decoded)
+            bad = {e.id for e, _ in poison}
+            decoded = [(e, rows) for e, rows in decoded if e.id not in bad]
+        good = [e.id for e, _ in decoded]
+        await self._after_store(decoded, stop)
+        await self._retry(
+            stop, "ack", lambda: ack_and_delete(self.client, self.stream, good), decoded
+        )
         PROCESSED.labels(self.kind).inc(len(good))
         self.stats.batches += 1
         self.stats.entries += len(good)
 
-    async def _retry(self, stop: asyncio.Event, what: str, op) -> None:
-        """Retry `op` with backoff until it succeeds. Stopping does not skip it: the batch
-        in hand is finished (a hard kill leaves it pending instead, which is also safe)."""
+    async def _store(
+        self, part: list[tuple[Entry, list[Any]]], stop: asyncio.Event
+    ) -> list[tuple[Entry, str]]:
+        """Store the rows of `part`; on an error the same rows will always hit, split it in
+        halves until the entry that fails alone is found. Returns those entries (for the
+        DLQ) with their error; every other entry's rows are stored. Transient errors (a
+        full disk, ClickHouse away) are retried here with backoff, never dead-lettered."""
+        rows = [r for _, entry_rows in part for r in entry_rows]
+        if not rows:
+            return []
+        ids = [e.id for e, _ in part]
+        token = f"{self.kind}:{ids[0]}:{ids[-1]}:{len(ids)}"
+        try:
+            await self._retry(stop, "store", lambda: self.handler.store(rows, token), part)
+            return []
+        except _Poison as p:
+            if len(part) == 1:
+                return [(part[0][0], f"cannot be stored: {p.error}")]
+            self.stats.splits += 1
+            mid = len(part) // 2
+            return await self._store(part[:mid], stop) + await self._store(part[mid:], stop)
+
+    async def _after_store(
+        self, decoded: list[tuple[Entry, list[Any]]], stop: asyncio.Event
+    ) -> None:
+        """Side effects of stored rows. The rows are stored, so an entry whose side effect
+        can never succeed is logged and counted, not dead-lettered or retried forever."""
+        rows = [r for _, entry_rows in decoded for r in entry_rows]
+        if not rows:
+            return
+        try:
+            await self._retry(stop, "after-store", lambda: self.handler.after_store(rows), decoded)
+        except _Poison:
+            for entry, entry_rows in decoded:
+                if not entry_rows:
+                    continue
+                try:
+                    await self._retry(
+                        stop,
+                        "after-store",
+                        lambda r=entry_rows: self.handler.after_store(r),
+                        [(entry, entry_rows)],
+                    )
+                except _Poison as p:
+                    self.stats.side_effect_failures += 1
+                    log.warning(
+                        "%s worker %s: entry %s stored, its side effects failed: %s",
+                        self.kind,
+                        self.name,
+                        entry.id,
+                        p.error,
+                    )
+
+    async def _retry(
+        self,
+        stop: asyncio.Event,
+        what: str,
+        op: Callable[[], Awaitable[Any]],
+        holding: Sequence[tuple[Entry, Any]] = (),
+    ) -> None:
+        """Retry `op` with backoff until it succeeds, while its error is transient.
+        A permanent error (`is_permanent`) raises `_Poison` at once for the caller to
+        split the batch. Stopping does not skip it: the batch in hand is finished (a hard
+        kill leaves it pending instead, which is also safe). While retrying, the entries
+        in `holding` are re-claimed now and then so no other worker claims them (which
+        would count a delivery each time and, during a long outage, dead-letter them)."""
         backoff = self.opts.backoff_initial
         attempts = 0
+        touched = time.monotonic()
         while True:
             try:
                 await op()
@@ -258,6 +370,8 @@ class StreamConsumer:
             except (DecodeError, asyncio.CancelledError):
                 raise
             except Exception as e:
+                if what in ("store", "after-store") and is_permanent(e):
+                    raise _Poison(f"{type(e).__name__}: {e}") from e
                 attempts += 1
                 self.stats.store_retries += 1
                 self._note_error(e)
@@ -267,6 +381,16 @@ class StreamConsumer:
                     raise _Abandon(what) from e
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.opts.backoff_max)
+                if holding and time.monotonic() - touched > self.opts.claim_idle_ms / 3000:
+                    touched = time.monotonic()
+                    await self._keep([e.id for e, _ in holding])
+
+    async def _keep(self, ids: list[str]) -> None:
+        """XCLAIM … JUSTID resets the entries' idle time without counting a delivery."""
+        try:
+            await self.client.xclaim(self.stream, GROUP, self.name, 0, ids, justid=True)
+        except (RedisError, OSError) as e:
+            self._note_error(e)
 
     async def _dead_letter(self, dead: list[tuple[Entry, str]]) -> None:
         pipe = self.client.pipeline(transaction=True)
@@ -281,13 +405,32 @@ class StreamConsumer:
                 }
             )
             pipe.xadd(self.dlq, fields, maxlen=DLQ_MAXLEN, approximate=True)
-            DEAD_LETTERED.labels(self.kind, reason.split(":")[0][:60]).inc()
+            DEAD_LETTERED.labels(self.kind, dlq_label(reason)).inc()
         ids = [e.id for e, _ in dead]
         pipe.xack(self.stream, GROUP, *ids)
         pipe.xdel(self.stream, *ids)
         await pipe.execute()
         self.stats.dead += len(dead)
         log.warning("%s worker %s: %d entries dead-lettered", self.kind, self.name, len(dead))
+
+
+def dlq_label(reason: str) -> str:
+    """The metric label of a DLQ reason: a fixed set, never text a client could choose."""
+    if reason.startswith("delivered "):
+        return "deliveries"
+    if reason.startswith("cannot be stored"):
+        return "store"
+    if reason.startswith("decoder failed"):
+        return "decoder_bug"
+    return "decode"
+
+
+class _Poison(Exception):
+    """The rows in hand hit a permanent error (`is_permanent`)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class _Abandon(RedisError):

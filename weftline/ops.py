@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -18,8 +19,10 @@ from weftline.ground.metrics import (
     STREAM_LENGTH,
     STREAM_OLDEST_AGE,
     STREAM_PENDING,
+    STREAM_STALLED,
 )
 from weftline.storage.clickhouse import ClickHouse
+from weftline.storage.keys import KINDS, in_stream
 from weftline.storage.valkey import stream_stats
 
 
@@ -28,6 +31,31 @@ class Ops:
         self.settings = settings
         self.client = client
         self.ch = ch
+        # stream → (its oldest entry id, when this process first saw it oldest)
+        self._oldest: dict[str, tuple[str, float]] = {}
+
+    async def stalled(self) -> dict[str, float]:
+        """Seconds each kind's oldest entry has stayed the oldest, as seen by this process
+        (the longest over the kind's shards): a worker retrying one batch forever shows
+        here, however young the rest of the stream is."""
+        shards = self.settings.stream_shards
+        streams = [(k, in_stream(k, n)) for k in KINDS for n in range(shards)]
+        pipe = self.client.pipeline(transaction=False)
+        for _, stream in streams:
+            pipe.xrange(stream, count=1)
+        firsts = await pipe.execute()
+        now = time.monotonic()
+        out = dict.fromkeys(KINDS, 0.0)
+        for (kind, stream), first in zip(streams, firsts, strict=True):
+            if not first:
+                self._oldest.pop(stream, None)
+                continue
+            eid = first[0][0].decode() if isinstance(first[0][0], bytes) else str(first[0][0])
+            seen = self._oldest.get(stream)
+            if seen is None or seen[0] != eid:
+                self._oldest[stream] = seen = (eid, now)
+            out[kind] = max(out[kind], now - seen[1])
+        return out
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -44,6 +72,13 @@ class Ops:
                 if s["backlog"] >= budget:
                     ok = False
                     checks[f"backlog_{kind}"] = f"full: {int(s['backlog'])} >= {budget}"
+            limit = self.settings.stream_stall_seconds
+            for kind, secs in (await self.stalled()).items():
+                if secs >= limit:
+                    ok = False
+                    checks[f"stalled_{kind}"] = (
+                        f"the oldest entry has not moved for {int(secs)} s (limit {limit:g} s)"
+                    )
         except (RedisError, OSError) as e:
             ok = False
             checks["valkey"] = f"unreachable: {e}"
@@ -67,6 +102,8 @@ class Ops:
                 STREAM_LAG.labels(kind).set(s["lag"])
                 STREAM_OLDEST_AGE.labels(kind).set(s["oldest_age_seconds"])
                 DLQ_LENGTH.labels(kind).set(s["dlq"])
+            for kind, secs in (await self.stalled()).items():
+                STREAM_STALLED.labels(kind).set(secs)
         except (RedisError, OSError):
             pass  # the counters are still worth serving when Valkey is down
         return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

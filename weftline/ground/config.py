@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     sourcemap_max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     backlog_budget: StreamBudget = Field(default_factory=StreamBudget)
     retry_after_seconds: int = 5
+    # /readyz fails (and weftline_stream_stalled_seconds shows it) when a stream's oldest
+    # entry has not moved for this long: a worker retrying one batch, or no worker at all.
+    stream_stall_seconds: float = Field(default=300.0, gt=0)
 
     batch_size: int = 2000
     batch_max_age_ms: int = 100

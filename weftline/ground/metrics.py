@@ -79,6 +79,13 @@ STREAM_OLDEST_AGE = Gauge(
     ["kind"],
     registry=REGISTRY,
 )
+STREAM_STALLED = Gauge(
+    "weftline_stream_stalled_seconds",
+    "How long the stream's oldest entry has stayed the oldest (a worker stuck on a batch);"
+    " /readyz fails past stream_stall_seconds",
+    ["kind"],
+    registry=REGISTRY,
+)
 DLQ_LENGTH = Gauge(
     "weftline_dlq_entries",
     "Entries in the dead-letter stream",
