@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,44 +36,22 @@ log = logging.getLogger("weftline.worker")
 
 DLQ_MAXLEN = 100_000
 
-# Errors of the data: a Python error the handler raised on its own rows (orjson's
-# "Integer exceeds 64-bit range" is a TypeError), or the one the driver raised before
-# sending them. Anything else raised outside storage (RuntimeError at shutdown, …) is
-# treated as something that can pass.
+# Errors of the data: a Python error the handler raised on its own rows. Anything else
+# raised outside storage (RuntimeError at shutdown, …) is treated as something that can
+# pass.
 _DATA_ERRORS = (TypeError, ValueError, ArithmeticError, LookupError, UnicodeError, RecursionError)
-# ClickHouse codes and texts that can pass on retry. Checked first: a full disk must
-# never dead-letter anything, whatever else the message says.
-_TRANSIENT = re.compile(
-    r"NOT_ENOUGH_SPACE|No space left|errno: 28|ENOSPC|TOO_MANY_PARTS|MEMORY_LIMIT_EXCEEDED"
-    r"|TIMEOUT_EXCEEDED|SOCKET_TIMEOUT|NETWORK_ERROR|TOO_MANY_SIMULTANEOUS_QUERIES"
-    r"|UNKNOWN_TABLE|UNKNOWN_DATABASE|TABLE_IS_READ_ONLY|KEEPER_EXCEPTION|timed out"
-    r"|Connection refused|Connection reset|Code: (?:60|81|159|202|209|210|241|242|243|252|999)\b",
-    re.IGNORECASE,
-)
-# ClickHouse codes and texts the same rows will always hit.
-_PERMANENT = re.compile(
-    r"CANNOT_PARSE|CANNOT_CONVERT_TYPE|TYPE_MISMATCH|ARGUMENT_OUT_OF_BOUND|INCORRECT_DATA"
-    r"|VALUE_IS_OUT_OF_RANGE|DECIMAL_OVERFLOW|TOO_LARGE_STRING_SIZE|Decimal math overflow"
-    r"|Integer exceeds 64-bit range|out of range|too big to convert"
-    r"|Code: (?:6|26|27|38|41|53|69|70|72|117|131|321|407)\b",
-)
 
 
 def is_permanent(e: BaseException) -> bool:
     """Will storing the same rows fail the same way every time? Only then is a batch
-    split and an entry dead-lettered; everything else is retried with backoff.
-    The one place that decides it (storage/clickhouse.py's `StorageError.permanent`,
-    where set, is taken as its verdict, after the transient texts)."""
+    split and an entry dead-lettered; everything else is retried with backoff. Storage
+    decides for its own errors (`StorageError.permanent`: a full disk, a missing table,
+    a connection are not); a handler's own data error (TypeError, OverflowError, …) is."""
+    if isinstance(e, StorageError):
+        return e.permanent
     if isinstance(e, RedisError | OSError | TimeoutError):
         return False
-    if not isinstance(e, StorageError):
-        return isinstance(e, _DATA_ERRORS)
-    text = str(e)
-    if _TRANSIENT.search(text):
-        return False
-    if getattr(e, "permanent", False):
-        return True
-    return isinstance(e.__cause__, _DATA_ERRORS) or bool(_PERMANENT.search(text))
+    return isinstance(e, _DATA_ERRORS)
 
 
 @dataclass(frozen=True)
