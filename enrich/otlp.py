@@ -1,4 +1,5 @@
-"""OTLP worker: a stream entry (one export request, protobuf) → `spans` or `logs` rows.
+"""OTLP worker: a stream entry (one export request, protobuf) → `spans` (plus the GenAI
+tables, weftline.enrich.genai) or `logs` rows.
 
 Spans keep their protocol ids, logs get a content-derived id (see `logs_of`), so both a
 redelivered entry and an exporter retrying the same request collapse under FINAL.
@@ -13,6 +14,7 @@ import redis.asyncio as aioredis
 
 from weftline.enrich import live
 from weftline.enrich import otlp_decode as od
+from weftline.enrich.genai import genai_rows
 from weftline.enrich.links import with_links
 from weftline.enrich.stream_consumer import DecodeError, Entry
 from weftline.ground.times import ch_ms
@@ -90,9 +92,11 @@ def decode_otlp_entry(fields: Mapping[bytes, bytes], retention_days: int = 30) -
     try:
         if signal == "traces":
             spans = od.decode_traces(payload, "protobuf")
-            return [
+            rows: list[Row] = [
                 ("spans", span_row(s, project_id, received, retention_days)) for s in spans.records
             ]
+            # GenAI agent runs, model and tool calls: their own tables, for the agents reads.
+            return rows + genai_rows(spans.records, project_id, received, retention_days)
         if signal == "logs":
             logs = od.decode_logs(payload, "protobuf", received_ms * 1_000_000)
             return [

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from weftline.dashboards.alerting.evaluator import AlertLoop
 from weftline.dashboards.alerting.rules import RULES_DIR, load_rules
+from weftline.dashboards.debug.agents_api import AgentRunsApi
 from weftline.dashboards.debug.api import ReadApi
 from weftline.dashboards.debug.issues_api import IssuesApi
 from weftline.dashboards.debug.sessions_api import SessionsApi
@@ -136,6 +137,7 @@ def create_app(
         Route("/api/v1/openapi.json", openapi, methods=["GET"]),
         Route("/api/v1/events", agent_events.make_route(edge), methods=["POST", "OPTIONS"]),
         *read_api.routes(),
+        *AgentRunsApi(projects, lambda: runtime.ch).routes(),
         Route("/ui", lambda request: RedirectResponse("/ui/"), methods=["GET"]),
         *ui.routes(),
         *sessions_api.routes(),

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from weftline.ground.projects import ApiError, Projects, authorize
 from weftline.ground.rejections import Reason
-from weftline.storage import queries
+from weftline.storage import genai_queries, queries
 from weftline.storage.clickhouse import ClickHouse, StorageError
 from weftline.storage.keys import agent_index_key, agent_state_key, live_channel
 
@@ -63,6 +63,8 @@ class ReadApi:
         ]
 
     async def agents(self, request: Request) -> Response:
+        """Every agent seen, one entry per name: its current state from the agent events
+        (Valkey, newest heartbeat) and what GenAI spans and stored events show of it."""
         try:
             project = authorize(request, self.projects)
             index = agent_index_key(project.id)
@@ -71,8 +73,13 @@ class ReadApi:
             for aid in ids:
                 pipe.hgetall(agent_state_key(project.id, _s(aid)))
             states = await pipe.execute() if ids else []
+            seen: list[dict] = []
+            if self.ch is not None:
+                seen = await asyncio.to_thread(genai_queries.agents_seen, self.ch, project.id)
         except ApiError as e:
             return e.response()
+        except StorageError as e:
+            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
         now_ms = time.time() * 1000
         agents, expired = [], []
         for aid, h in zip(ids, states, strict=True):
@@ -82,14 +89,37 @@ class ReadApi:
             hb = int(h.get(b"heartbeat_ms", b"0"))
             agents.append(
                 {
+                    "name": _s(h.get(b"agent_id")),
                     "agent_id": _s(h.get(b"agent_id")),
                     "status": _s(h.get(b"status")),
                     "current_task": _s(h.get(b"current_task")) or None,
                     "metrics": orjson.loads(h.get(b"metrics") or b"{}"),
                     "last_heartbeat": datetime.fromtimestamp(hb / 1000, UTC).isoformat(),
                     "heartbeat_age_seconds": round(max(0.0, now_ms - hb) / 1000, 3),
+                    "seen_in": ["agent_state"],
+                    "runs": 0,
+                    "last_run_status": None,
                 }
             )
+        by_name = {a["name"]: a for a in agents}
+        for row in seen:
+            a = by_name.get(row["name"])
+            if a is None:
+                a = {
+                    "name": row["name"],
+                    "agent_id": row["name"],
+                    "status": None,
+                    "current_task": None,
+                    "seen_in": [],
+                    "runs": 0,
+                    "last_run_status": None,
+                }
+                agents.append(a)
+                by_name[row["name"]] = a
+            a["seen_in"] = sorted(set(a["seen_in"]) | set(row["seen_in"]))
+            a["runs"] = int(row["runs"])
+            a["last_run_status"] = row["last_run_status"] or None
+            a["last_seen"] = row["last_seen"]
         if expired:
             await self.client.zrem(index, *expired)
         return JSONResponse({"project_id": project.id, "agents": agents})
