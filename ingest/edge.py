@@ -82,11 +82,11 @@ class Edge:
             entry_id = await self.producer.add(in_stream(kind, shard), fields, -(-budget // shards))
         except BacklogFull:
             raise self.unavailable(
-                "backlog_full",
+                Reason.BACKLOG_FULL,
                 f"the {kind} buffer holds its budget of {budget} unprocessed entries; retry later",
             ) from None
         except (RedisError, OSError, TimeoutError) as e:
-            raise self.unavailable("buffer_unavailable", f"buffer unavailable: {e}") from None
+            raise self.unavailable(Reason.BUFFER_UNAVAILABLE, f"buffer unavailable: {e}") from None
         ACCEPTED.labels(kind).inc()
         ACCEPTED_ITEMS.labels(kind).inc(items)
         return entry_id
