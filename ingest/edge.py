@@ -15,6 +15,7 @@ from weftline.ground.config import ProjectConfig, Settings
 from weftline.ground.metrics import ACCEPTED, ACCEPTED_ITEMS, REJECTED
 from weftline.ground.projects import Projects
 from weftline.ground.rejections import Reason, Rejected
+from weftline.ingest.disk import DiskReserve
 from weftline.ingest.limits import RateLimiter
 from weftline.storage.keys import in_stream, shard_for
 from weftline.storage.valkey import BacklogFull, StreamProducer
@@ -29,10 +30,17 @@ def rejection_response(kind: str, err: Rejected) -> Response:
 
 
 class Edge:
-    def __init__(self, settings: Settings, projects: Projects, producer: StreamProducer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        projects: Projects,
+        producer: StreamProducer,
+        disk: DiskReserve | None = None,
+    ) -> None:
         self.settings = settings
         self.projects = projects
         self.producer = producer
+        self.disk = disk if disk is not None else DiskReserve.from_settings(settings)
         self.rates = RateLimiter()
         self._spread = itertools.count()
 
@@ -75,6 +83,13 @@ class Edge:
         }
         if extra:
             fields.update(extra)
+        low = self.disk.low()
+        if low is not None:
+            raise self.unavailable(
+                Reason.DISK_RESERVE,
+                f"the data folder is nearly full ({low.free} bytes free, reserve "
+                f"{low.reserve}); retry later",
+            )
         budget = getattr(self.settings.backlog_budget, kind)
         shards = self.settings.stream_shards
         shard = shard_for(shard_key, shards, next(self._spread)) if shards > 1 else 0

@@ -272,7 +272,7 @@ class SentryIngest:
         try:
             await self.edge.enqueue(KIND, project, request, body, len(env.items), extra)
         except Rejected as e:
-            if e.reason is Reason.BACKLOG_FULL:
+            if e.reason in (Reason.BACKLOG_FULL, Reason.DISK_RESERVE):
                 raise rate_limited(e) from None
             raise
         enc = request.headers.get("content-encoding", "").strip().lower() or "identity"

@@ -26,6 +26,7 @@ from weftline.enrich.stream_consumer import StreamConsumer
 from weftline.ground.config import Settings, ensure_replay_secret
 from weftline.ground.projects import Projects
 from weftline.ingest import agent_events, otlp
+from weftline.ingest.disk import DiskReserve
 from weftline.ingest.edge import Edge
 from weftline.ingest.openreplay import OpenReplayIngest
 from weftline.ingest.sentry import SentryIngest
@@ -75,14 +76,15 @@ def create_app(
     client = connect(valkey_url, cluster=settings.valkey_cluster)
     runtime = Runtime(settings, client, ch)
     projects = Projects(settings.projects)
+    disk = DiskReserve.from_settings(settings)
     edge = Edge(
-        settings, projects, StreamProducer(client, waitaof=settings.durability == "waitaof")
+        settings, projects, StreamProducer(client, waitaof=settings.durability == "waitaof"), disk
     )
     read_api = ReadApi(projects, client, ch)
     ui = Ui(projects, ch)
     sessions_api = SessionsApi(projects, ch)
     replay = OpenReplayIngest(edge, ensure_replay_secret(settings))
-    ops = Ops(settings, client, ch)
+    ops = Ops(settings, client, ch, disk)
     traces_api = TracesApi(projects, lambda: runtime.ch)
 
     async def openapi(request: Request) -> Response:

@@ -21,16 +21,24 @@ from weftline.ground.metrics import (
     STREAM_PENDING,
     STREAM_STALLED,
 )
+from weftline.ingest.disk import DiskReserve
 from weftline.storage.clickhouse import ClickHouse
 from weftline.storage.keys import KINDS, in_stream
 from weftline.storage.valkey import stream_stats
 
 
 class Ops:
-    def __init__(self, settings: Settings, client: aioredis.Redis, ch: ClickHouse | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: aioredis.Redis,
+        ch: ClickHouse | None,
+        disk: DiskReserve | None = None,
+    ) -> None:
         self.settings = settings
         self.client = client
         self.ch = ch
+        self.disk = disk if disk is not None else DiskReserve.from_settings(settings)
         # stream → (its oldest entry id, when this process first saw it oldest)
         self._oldest: dict[str, tuple[str, float]] = {}
 
@@ -82,6 +90,13 @@ class Ops:
         except (RedisError, OSError) as e:
             ok = False
             checks["valkey"] = f"unreachable: {e}"
+        for space in self.disk.measure():
+            state = f"{space.free} bytes free in {space.path}, reserve {space.reserve}"
+            if space.low and self.disk.enabled:
+                ok = False
+                checks[f"disk_{space.name}"] = "low: " + state
+            else:
+                checks[f"disk_{space.name}"] = "ok: " + state
         if self.ch is not None:
             if await asyncio.to_thread(self.ch.ping):
                 checks["clickhouse"] = "ok"
@@ -94,6 +109,7 @@ class Ops:
         )
 
     async def metrics(self, request: Request) -> Response:
+        self.disk.measure()
         try:
             shards = self.settings.stream_shards
             for kind, s in (await stream_stats(self.client, shards)).items():

@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     # answers only after WAITAOF confirms the local fsync.
     durability: Literal["aof", "waitaof"] = "aof"
 
+    # Disk reserve (embedded mode): below max(disk_reserve_bytes, disk_reserve_percent of
+    # the file system) free under the data folder, the edge refuses new data (503) so
+    # Valkey's AOF and ClickHouse (which needs room to merge) never run out; the workers
+    # keep draining. 0 and 0 turn the check off.
+    disk_reserve_bytes: int = Field(default=1024**3, ge=0)
+    disk_reserve_percent: float = Field(default=5.0, ge=0, le=90)
+    disk_check_interval_seconds: float = Field(default=1.0, gt=0)
+
     max_body_bytes: int = 5 * 1024 * 1024
     max_events_per_request: int = 1000
     # Source map uploads (POST /api/v1/sourcemaps): the whole request, maps included.

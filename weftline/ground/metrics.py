@@ -92,6 +92,18 @@ DLQ_LENGTH = Gauge(
     ["kind"],
     registry=REGISTRY,
 )
+DISK_FREE = Gauge(
+    "weftline_disk_free_bytes",
+    "Free bytes on the file system of each embedded data folder (valkey, clickhouse)",
+    ["folder"],
+    registry=REGISTRY,
+)
+DISK_RESERVE = Gauge(
+    "weftline_disk_reserve_bytes",
+    "Free bytes each data folder must keep; below it the edge refuses new data (503)",
+    ["folder"],
+    registry=REGISTRY,
+)
 REPLAY_SESSIONS_STARTED = Counter(
     "weftline_replay_sessions_started",
     "OpenReplay tracker starts answered, new sessions or continued ones",

@@ -79,6 +79,8 @@ class Reason(StrEnum):
     BACKLOG_FULL = "backlog_full", 503
     BUFFER_UNAVAILABLE = "buffer_unavailable", 503
     STORAGE_UNAVAILABLE = "storage_unavailable", 503
+    DISK_RESERVE = "disk_reserve", 503
+    SHUTTING_DOWN = "shutting_down", 503
 
 
 class Rejected(Exception):
