@@ -43,6 +43,10 @@ class Edge:
         self.disk = disk if disk is not None else DiskReserve.from_settings(settings)
         self.rates = RateLimiter()
         self._spread = itertools.count()
+        # Shutdown: once `accepting` is off, new data gets 503 + Retry-After; appends already
+        # sent to Valkey (`in_flight`) are answered before the server closes.
+        self.accepting = True
+        self.in_flight = 0
 
     def check_rate(self, project: ProjectConfig) -> None:
         wait = self.rates.check(project.id, project.rate_limit)
@@ -83,6 +87,8 @@ class Edge:
         }
         if extra:
             fields.update(extra)
+        if not self.accepting:
+            raise self.unavailable(Reason.SHUTTING_DOWN, "shutting down; retry shortly")
         low = self.disk.low()
         if low is not None:
             raise self.unavailable(
@@ -93,6 +99,7 @@ class Edge:
         budget = getattr(self.settings.backlog_budget, kind)
         shards = self.settings.stream_shards
         shard = shard_for(shard_key, shards, next(self._spread)) if shards > 1 else 0
+        self.in_flight += 1
         try:
             entry_id = await self.producer.add(in_stream(kind, shard), fields, -(-budget // shards))
         except BacklogFull:
@@ -102,6 +109,8 @@ class Edge:
             ) from None
         except (RedisError, OSError, TimeoutError) as e:
             raise self.unavailable(Reason.BUFFER_UNAVAILABLE, f"buffer unavailable: {e}") from None
+        finally:
+            self.in_flight -= 1
         ACCEPTED.labels(kind).inc()
         ACCEPTED_ITEMS.labels(kind).inc(items)
         return entry_id

@@ -52,6 +52,17 @@ class Runtime:
     consumers: list[StreamConsumer] = field(default_factory=list)
     alerts: AlertLoop | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    edge: Edge | None = None
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Stop accepting data (503 + Retry-After from now on) and wait for the appends
+        already sent to Valkey to be answered."""
+        if self.edge is None:
+            return
+        self.edge.accepting = False
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.edge.in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
 
 
 def forget_sourcemap_misses(runtime: Runtime, project_id: int) -> None:
@@ -84,6 +95,7 @@ def create_app(
     ui = Ui(projects, ch)
     sessions_api = SessionsApi(projects, ch)
     replay = OpenReplayIngest(edge, ensure_replay_secret(settings))
+    runtime.edge = edge
     ops = Ops(settings, client, ch, disk)
     traces_api = TracesApi(projects, lambda: runtime.ch)
 

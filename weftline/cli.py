@@ -69,10 +69,23 @@ def _serve(app, settings: Settings, on_started=None) -> None:
     )
     server = Server(config)
 
-    def on_signal() -> None:
-        if server.should_exit:  # a second Ctrl-C: stop now
-            server.force_exit = True
+    draining: list[asyncio.Task] = []
+
+    async def drain_then_exit() -> None:
+        # Shutdown order: refuse new data (503 + Retry-After) and answer the appends in
+        # flight; then uvicorn closes the connections and the lifespan lets the workers
+        # finish the batch in hand; Valkey is stopped last, by the caller.
+        runtime = getattr(app.state, "runtime", None)
+        if runtime is not None:
+            await runtime.drain()
         server.should_exit = True
+
+    def on_signal() -> None:
+        if draining:  # a second Ctrl-C: stop now
+            server.should_exit = True
+            server.force_exit = True
+            return
+        draining.append(asyncio.get_running_loop().create_task(drain_then_exit()))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -92,24 +105,44 @@ def _serve(app, settings: Settings, on_started=None) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from weftline.app import create_app
-    from weftline.embedded import EmbeddedValkey
+    from weftline.embedded import DataFolderInUse, DataFolderLock, EmbeddedValkey, port_in_use
 
     settings = _settings(args)
-    ensure_demo_project(settings)
-    valkey = None
-    valkey_url = settings.valkey_url
-    if valkey_url is None:
-        valkey = EmbeddedValkey(Path(settings.data_dir) / "valkey")
-        print("starting embedded Valkey …", flush=True)
-        valkey_url = valkey.start()
+    url = f"http://{settings.host}:{settings.port}"
+    # Before anything starts or stops: a second `up` on this folder must leave the first
+    # one's Valkey and chDB alone.
+    lock = DataFolderLock(settings.data_dir)
     try:
-        app = create_app(settings, valkey_url, run_workers=True)
-        mode = "embedded" if valkey else "server"
-        _serve(app, settings, lambda: print(_banner(settings, mode), flush=True))
+        lock.acquire(url)
+    except DataFolderInUse as e:
+        print(f"weftline: {e}", file=sys.stderr)
+        return 2
+    try:
+        if port_in_use(settings.host, settings.port):
+            print(
+                f"weftline: {settings.host}:{settings.port} is already in use; choose "
+                "another with --port",
+                file=sys.stderr,
+            )
+            return 2
+        ensure_demo_project(settings)
+        valkey = None
+        valkey_url = settings.valkey_url
+        if valkey_url is None:
+            valkey = EmbeddedValkey(Path(settings.data_dir) / "valkey")
+            print("starting embedded Valkey …", flush=True)
+            valkey_url = valkey.start()
+            valkey.supervise()  # restarted on its AOF if it dies
+        try:
+            app = create_app(settings, valkey_url, run_workers=True)
+            mode = "embedded" if valkey else "server"
+            _serve(app, settings, lambda: print(_banner(settings, mode), flush=True))
+        finally:
+            if valkey is not None:
+                print("stopping embedded Valkey …", flush=True)
+                valkey.stop()
     finally:
-        if valkey is not None:
-            print("stopping embedded Valkey …", flush=True)
-            valkey.stop()
+        lock.release()
     return 0
 
 

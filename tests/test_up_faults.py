@@ -1,0 +1,202 @@
+"""Faults under a real `weftline up`, counted: valkey-server killed under load, Ctrl-C
+idle and under load, a second instance on the same data folder, a taken port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO, wait_for, weftline_cmd, weftline_env
+from tests.up_process import UpProcess, stored_tasks, task_events
+
+pytestmark = pytest.mark.slow
+
+
+def valkey_pid(data: Path) -> int:
+    return int((data / "valkey" / "valkey.pid").read_text().strip())
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return (
+        Path(f"/proc/{pid}").exists()
+        and "zombie"
+        not in Path(f"/proc/{pid}/status").read_text().lower().split("state:")[1].split("\n")[0]
+    )
+
+
+def send_until_accepted(
+    up: UpProcess, client: httpx.Client, agent: str, i: int, key: str | None = None
+) -> int:
+    """One event, resent (as a client honouring Retry-After would, but faster) until it is
+    answered 2xx; returns how many attempts it took."""
+    headers = {"idempotency-key": key} if key else {}
+    for attempt in range(1, 200):
+        try:
+            r = up.post_events(client, task_events(agent, i, 1), headers)
+            if r.status_code == 202:
+                return attempt
+            assert r.status_code == 503 and r.headers["retry-after"], r.text
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"event {i} never accepted")
+
+
+def test_valkey_killed_under_load_is_restarted_and_nothing_is_lost(tmp_path):
+    # Entries a worker had read when Valkey died are pending again after the restart; a
+    # short claim_idle_ms lets them be claimed within the test (the default is 30 s).
+    up = UpProcess(tmp_path / "data", tmp_path / "up.log", WEFTLINE_CLAIM_IDLE_MS="1000").start()
+    n, resent, saw_not_ready = 300, 0, False
+    try:
+        with httpx.Client(timeout=10) as client:
+            first = valkey_pid(up.data)
+            for i in range(n):
+                if i == 100:
+                    os.kill(first, signal.SIGKILL)  # no manual restart follows
+                    saw_not_ready = client.get(f"{up.url}/readyz").status_code == 503
+                resent += send_until_accepted(up, client, "vk", i, key=f"vk-{i}") - 1
+            assert wait_for(lambda: valkey_pid(up.data) != first)
+            assert client.get(f"{up.url}/readyz").status_code == 200
+            wait_for(
+                lambda: up.metric(client, "weftline_stream_backlog_entries", kind="agent") == 0,
+                20,
+            )
+    finally:
+        up.ctrl_c()
+    stored = stored_tasks(up, "vk")
+    print(f"valkey killed: accepted {n}, resent {resent}, stored (rows, distinct) {stored}")
+    assert saw_not_ready
+    assert stored == (n, n)
+    assert "restarting on its AOF" in up.text() and "valkey-server is back" in up.text()
+
+
+def test_ctrl_c_when_idle_is_quick_and_quiet(tmp_path):
+    up = UpProcess(tmp_path / "data", tmp_path / "up.log").start()
+    with httpx.Client(timeout=10) as client:
+        assert up.post_events(client, task_events("idle", 0, 1)).status_code == 202
+        wait_for(
+            lambda: up.metric(client, "weftline_worker_processed_entries_total", kind="agent") == 1
+        )
+    vk = valkey_pid(up.data)
+    took = up.ctrl_c()
+    log = up.text()
+    print(f"idle Ctrl-C took {took:.2f} s")
+    assert took < 2.0, log
+    assert " WARNING " not in log and "Traceback" not in log, log
+    assert log.index("stopping embedded Valkey") > log.index("Ctrl-C stops")
+    wait_for(lambda: not alive(vk), 5)
+    assert stored_tasks(up, "idle") == (1, 1)
+
+
+def test_ctrl_c_under_load_loses_and_doubles_nothing(tmp_path):
+    up = UpProcess(tmp_path / "data", tmp_path / "up.log").start()
+    accepted: set[str] = set()
+    refused: list[httpx.Response] = []
+    errors = 0
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def load(t: int) -> None:
+        nonlocal errors
+        with httpx.Client(timeout=10) as client:
+            i = 0
+            while not stop.is_set() and i < 400:
+                events = task_events("load", t * 1000 + i, 1)
+                try:
+                    r = up.post_events(client, events)
+                except httpx.TransportError:
+                    with lock:
+                        errors += 1
+                    time.sleep(0.02)
+                    if up.proc.poll() is not None:
+                        return
+                    continue
+                with lock:
+                    if r.status_code == 202:
+                        accepted.add(events[0]["task_id"])
+                    else:
+                        refused.append(r)
+                i += 1
+
+    threads = [threading.Thread(target=load, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(accepted) >= 150, 30)
+    took = up.ctrl_c()
+    stop.set()
+    for t in threads:
+        t.join(20)
+    rows = up.query(
+        "SELECT task_id, count() AS n FROM weftline.agent_events WHERE agent_id = 'load' "
+        "GROUP BY task_id"
+    )
+    stored = {r["task_id"]: int(r["n"]) for r in rows}
+    print(
+        f"Ctrl-C under load: accepted {len(accepted)}, refused {len(refused)}, connection "
+        f"errors {errors}, stored {len(stored)} (max copies {max(stored.values())}), "
+        f"stop took {took:.2f} s"
+    )
+    assert set(stored) == accepted  # nothing lost, nothing answered 503 yet stored
+    assert set(stored.values()) == {1}
+    for r in refused:
+        assert r.status_code == 503 and r.headers["retry-after"], r.text
+        assert r.json()["error"] == "shutting_down"
+    assert " WARNING " not in up.text(), up.text()
+
+
+def test_a_second_up_on_the_same_folder_leaves_the_first_alone(tmp_path):
+    data = tmp_path / "data"
+    first = UpProcess(data, tmp_path / "up1.log").start()
+    try:
+        vk = valkey_pid(data)
+        out = subprocess.run(
+            weftline_cmd("up", "--data-dir", str(data), "--port", str(first.port + 1)),
+            env=weftline_env(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 2
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1, out.stderr
+        assert f"pid {first.pid}" in lines[0] and first.url in lines[0]
+        assert "starting embedded Valkey" not in out.stdout
+        assert valkey_pid(data) == vk and alive(vk)
+        with httpx.Client(timeout=10) as client:
+            assert first.post_events(client, task_events("two", 0, 1)).status_code == 202
+            assert client.get(f"{first.url}/readyz").status_code == 200
+    finally:
+        first.ctrl_c()
+
+
+def test_a_taken_port_is_refused_before_valkey_starts(tmp_path):
+    data = tmp_path / "data"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run(
+            weftline_cmd("up", "--data-dir", str(data), "--port", str(port)),
+            env=weftline_env(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 2
+    assert f"127.0.0.1:{port} is already in use" in out.stderr
+    assert "starting embedded Valkey" not in out.stdout
+    assert not (data / "valkey").exists()
