@@ -165,3 +165,44 @@ def count_replay(ch: ClickHouse, table: str, project_id: int, session_id: str) -
         {"project": project_id, "sid": session_id},
     )
     return int(rows[0]["n"])
+
+
+def replay_bounds(ch: ClickHouse, project_id: int, session_id: str) -> dict[str, Any] | None:
+    """Where the replay's clock starts and ends (epoch ms): the session's start, or its
+    first stored batch when the start row is missing; None without any batch."""
+    db = ch.database
+    rows = ch.query(
+        "SELECT toUnixTimestamp64Milli(min(ts)) AS first_ms,"
+        " toUnixTimestamp64Milli(max(ts)) AS last_ms, count() AS batches,"
+        " sum(size) AS bytes,"
+        f" (SELECT toUnixTimestamp64Milli(min(started_at)) FROM {db}.replay_sessions FINAL"
+        "  WHERE project_id = {p:UInt32} AND session_id = {s:String}) AS started_ms,"
+        f" (SELECT count() FROM {db}.replay_sessions FINAL"
+        "  WHERE project_id = {p:UInt32} AND session_id = {s:String}) AS has_start"
+        f" FROM {db}.replay_batches FINAL"
+        " WHERE project_id = {p:UInt32} AND session_id = {s:String}",
+        {"p": project_id, "s": session_id},
+    )
+    r = rows[0] if rows else None
+    if r is None or int(r["batches"]) == 0:
+        return None
+    first = int(r["first_ms"])
+    started = int(r["started_ms"]) if int(r["has_start"]) else first
+    return {
+        "start_ms": min(started, first),
+        "last_ms": int(r["last_ms"]),
+        "batches": int(r["batches"]),
+        "bytes": int(r["bytes"]),
+    }
+
+
+def replay_batch_bodies(ch: ClickHouse, project_id: int, session_id: str) -> list[dict[str, Any]]:
+    """Every stored batch of the session (raw tracker bytes, base64), in the order the
+    tracker wrote them: page, then the worker's message counter."""
+    return ch.query(
+        "SELECT page_no, tab_id, data_type, first_index, body_base64"
+        f" FROM {ch.database}.replay_batches FINAL"
+        " WHERE project_id = {p:UInt32} AND session_id = {s:String}"
+        " ORDER BY page_no, first_index, data_type",
+        {"p": project_id, "s": session_id},
+    )

@@ -210,3 +210,33 @@ def sessions_of_issue(ch: ClickHouse, project_id: int, group_id: str) -> list[di
         " GROUP BY session_id ORDER BY session_id",
         {"p": project_id, "g": group_id},
     )
+
+
+def replay_details_for(ch: ClickHouse, project_id: int, session_id: str) -> list[dict[str, Any]]:
+    """What the session page expands a tracker item into: request/response headers and
+    bodies, WebSocket payloads, exception stacks (the timeline read leaves them out)."""
+    return ch.query(
+        "SELECT event_uid, request_headers, response_headers, request_body, response_body,"
+        " request_size, response_size, stack, details"
+        f" FROM {ch.database}.replay_events FINAL"
+        " PREWHERE project_id = {p:UInt32} AND session_id = {s:String}"
+        " WHERE kind IN ('network', 'exception', 'websocket', 'graphql', 'input')"
+        " ORDER BY ts, event_uid LIMIT 20000",
+        {"p": project_id, "s": session_id},
+    )
+
+
+def logs_for(
+    ch: ClickHouse, project_id: int, session_id: str, trace_ids: list[str], limit: int = 2000
+) -> list[dict[str, Any]]:
+    """OTLP log records of the session: those carrying its id and those of its traces."""
+    return ch.query(
+        "SELECT timestamp, severity_text, severity_number, body, trace_id, span_id,"
+        " service_name, attributes"
+        f" FROM {ch.database}.logs FINAL"
+        " WHERE project_id = {p:UInt32}"
+        " AND (session_id = {s:String}"
+        " OR (notEmpty(trace_id) AND has({t:Array(String)}, trace_id)))"
+        " ORDER BY timestamp, log_uid LIMIT {limit:UInt32}",
+        {"p": project_id, "s": session_id, "t": trace_ids, "limit": limit},
+    )

@@ -211,7 +211,7 @@ def test_ui_pages_in_chromium(timeline_server, ch, tmp_path):
         assert "KeyError" in page.text_content("#timeline li.live.kind-error")
         page.screenshot(path=str(tmp_path / "session.png"), full_page=True)
 
-        page.click("#timeline li.kind-error a")  # the Sentry error → its issue page
+        page.click("#timeline li.kind-error .title a")  # the Sentry error → its issue page
         page.wait_for_selector("#stacktrace")
         assert "KeyError" in page.text_content("#issue-title")
         assert page.locator("#stacktrace .frame").count() >= 1

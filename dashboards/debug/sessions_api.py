@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from weftline.dashboards.debug.api import parse_limit, parse_time
+from weftline.dashboards.debug.replay import replay_document
 from weftline.dashboards.debug.timeline import build_timeline
 from weftline.ground.projects import ApiError, Projects, authorize
 from weftline.ground.rejections import Reason
@@ -96,7 +97,25 @@ class SessionsApi:
         return [
             Route("/api/v1/sessions", self.list, methods=["GET"]),
             Route("/api/v1/sessions/{session_id}", self.detail, methods=["GET"]),
+            Route("/api/v1/sessions/{session_id}/replay", self.replay, methods=["GET"]),
         ]
+
+    async def replay(self, request: Request) -> Response:
+        """The recording as the player reads it: decoded DOM, CSS, input, pointer and
+        page messages in time order, `t` in ms since the session's start."""
+        sid = request.path_params["session_id"]
+        try:
+            project = authorize(request, self.projects)
+            if len(sid) > 256:
+                raise ApiError(Reason.NOT_FOUND, "no such session")
+            doc = await asyncio.to_thread(replay_document, self._ch(), project.id, sid)
+            if doc is None:
+                raise ApiError(Reason.NOT_FOUND, f"no recording of session {sid}")
+        except ApiError as e:
+            return e.response()
+        except StorageError as e:
+            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
+        return Response(orjson.dumps(doc), media_type="application/json")
 
     def _ch(self) -> ClickHouse:
         if self.ch is None:

@@ -9,11 +9,12 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from weftline.dashboards.debug.timeline import build_timeline, waterfall
+from weftline.dashboards.debug.replay import replay_document
+from weftline.dashboards.debug.session_page import session_context
 from weftline.dashboards.debug.traces_api import build_tree, trace_sessions
 from weftline.ground.config import ProjectConfig
 from weftline.ground.projects import Projects
@@ -34,6 +35,13 @@ ICONS = {
 }
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+STATIC = Path(__file__).parent / "static"
+STATIC_FILES = frozenset({"player.js", "session.js", "player.css"})
+REPLAY_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline';"
+    " img-src 'self' data:; font-src 'self' data:; media-src data:; connect-src 'self';"
+    " frame-src 'self' about:; object-src 'none'; base-uri 'none'; form-action 'self'"
+)
 
 
 class Ui:
@@ -47,6 +55,8 @@ class Ui:
             Route("/ui/logout", self.logout, methods=["GET"]),
             Route("/ui/", self.sessions, methods=["GET"]),
             Route("/ui/sessions/{session_id}", self.session, methods=["GET"]),
+            Route("/ui/sessions/{session_id}/replay", self.replay, methods=["GET"]),
+            Route("/ui/static/{name}", self.static, methods=["GET"]),
             Route("/ui/issues", self.issues, methods=["GET"]),
             Route("/ui/issues/{group_id}", self.issue, methods=["GET"]),
             Route("/ui/traces/{trace_id}", self.trace, methods=["GET"]),
@@ -97,19 +107,37 @@ class Ui:
         if self.ch is None:
             return HTMLResponse("ClickHouse is not available in this process", status_code=503)
         sid = request.path_params["session_id"]
-        t = await asyncio.to_thread(build_timeline, self.ch, project.id, sid)
-        waterfalls = []
-        for tr in t["traces"]:
-            spans = [
-                i
-                for i in t["items"]
-                if i["kind"] == "span" and i["ref"]["trace_id"] == tr["trace_id"]
-            ]
-            waterfalls.append({**tr, "rows": waterfall(spans)})
-        return self._render(
-            request,
-            "session.html",
-            {"project": project, "t": t, "waterfalls": waterfalls, "icons": ICONS},
+        ctx = await asyncio.to_thread(session_context, self.ch, project.id, sid)
+        resp = self._render(request, "session.html", {"project": project, "icons": ICONS, **ctx})
+        # The replay iframe (srcdoc) inherits this policy: whatever the recorded page
+        # names, the browser may load nothing but this server's own files and data: URLs.
+        resp.headers["content-security-policy"] = REPLAY_CSP
+        return resp
+
+    async def replay(self, request: Request) -> Response:
+        """The session's recording as player messages (dashboards/debug/replay.py)."""
+        project = self._project(request)
+        if project is None:
+            return JSONResponse({"error": "not logged in"}, status_code=401)
+        if self.ch is None:
+            return JSONResponse({"error": "no ClickHouse in this process"}, status_code=503)
+        sid = request.path_params["session_id"]
+        doc = await asyncio.to_thread(replay_document, self.ch, project.id, sid)
+        if doc is None:
+            return JSONResponse({"error": "no recording for this session"}, status_code=404)
+        return Response(orjson.dumps(doc), media_type="application/json")
+
+    async def static(self, request: Request) -> Response:
+        """The player's ES modules and styles, shipped in the package (no build step)."""
+        name = request.path_params["name"]
+        path = STATIC / name
+        if name not in STATIC_FILES or not path.is_file():
+            return Response("not found", status_code=404)
+        media = "text/javascript" if name.endswith(".js") else "text/css"
+        return Response(
+            path.read_bytes(),
+            media_type=media,
+            headers={"cache-control": "no-cache", "x-content-type-options": "nosniff"},
         )
 
     async def issues(self, request: Request) -> Response:

@@ -40,3 +40,21 @@ def parse_ch_ms(text: str) -> int:
     """DateTime64(3) text (UTC) → epoch ms."""
     dt = datetime.strptime(text[:23].ljust(23, "0"), "%Y-%m-%d %H:%M:%S.%f")
     return int(dt.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def api_time(value: str | datetime | int | None) -> str | None:
+    """The API's one time format: RFC 3339 in UTC with milliseconds and `Z`
+    (`2026-12-01T20:06:40.171Z`). Takes ClickHouse DateTime64 text (any precision,
+    truncated to the millisecond), a datetime (naive = UTC) or epoch ms; None and empty
+    text stay None (missing, not a time)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        value = EPOCH + timedelta(milliseconds=value)
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat(timespec="milliseconds") + "Z"
+    text = value.strip().replace("T", " ").removesuffix("Z").removesuffix("+00:00")
+    head, _, frac = text.partition(".")
+    return f"{head.replace(' ', 'T')}.{(frac + '000')[:3]}Z"
