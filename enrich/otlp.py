@@ -1,5 +1,5 @@
 """OTLP worker: a stream entry (one export request, protobuf) → `spans` (plus the GenAI
-tables, weftline.enrich.genai) or `logs` rows.
+tables, weftline.enrich.genai), `logs` or metric rows (weftline.enrich.otlp_metrics).
 
 Spans keep their protocol ids, logs get a content-derived id (see `logs_of`), so both a
 redelivered entry and an exporter retrying the same request collapse under FINAL.
@@ -16,6 +16,7 @@ from weftline.enrich import live
 from weftline.enrich import otlp_decode as od
 from weftline.enrich.genai import genai_rows
 from weftline.enrich.links import with_links
+from weftline.enrich.otlp_metrics import decode_metrics
 from weftline.enrich.stream_consumer import DecodeError, Entry
 from weftline.ground.times import ch_ms
 from weftline.storage.clickhouse import ClickHouse
@@ -102,6 +103,8 @@ def decode_otlp_entry(fields: Mapping[bytes, bytes], retention_days: int = 30) -
             return [
                 ("logs", log_row(r, project_id, received, retention_days)) for r in logs.records
             ]
+        if signal == "metrics":
+            return decode_metrics(payload, project_id, received, retention_days).records
     except od.OtlpDecodeError as e:
         raise DecodeError(e.reason) from None
     raise DecodeError(f"unknown OTLP signal {signal!r}")

@@ -12,10 +12,10 @@ What the unmodified exporters need, per the OTLP spec:
 - CORS preflight for browser exporters.
 
 The edge parses the request (to answer 400 or partial_success honestly) and enqueues it
-as protobuf, whatever it arrived as, so the worker reads one encoding. Metrics are not
-stored: a valid metrics request is answered 200 with every data point reported in
-`partial_success.rejected_data_points`, which tells the exporter not to retry, and is
-counted.
+as protobuf, whatever it arrived as, so the worker reads one encoding. Metrics are stored
+(gauge, sum, histogram, exponential histogram); `partial_success.rejected_data_points`
+counts only the points that really cannot be (a summary, a bad timestamp, a non-finite
+value, buckets that do not match their bounds), with the reasons.
 """
 
 from __future__ import annotations
@@ -152,8 +152,7 @@ def _check(
     elif signal == "logs":
         good, problems = od.count_log_problems(req)  # type: ignore[arg-type]
     else:
-        n = od.count_metric_points(req)  # type: ignore[arg-type]
-        good, problems = 0, Counter({"metrics are not stored by Weftline": n} if n else {})
+        good, problems = od.count_metric_problems(req)  # type: ignore[arg-type]
     return req, good, problems
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
@@ -287,3 +288,60 @@ def hex_id(value: str, size: int) -> str | None:
     except (binascii.Error, ValueError):
         return None
     return raw.hex() if _valid_id(raw, size) else None
+
+
+# ---------------------------------------------------------------- metrics
+
+STORED_METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram")
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+def metric_point_problem(metric_type: str, point: Any) -> str | None:
+    """Why a metric data point cannot be stored, or None. Shared by the edge (to answer
+    with partial_success) and the worker (to skip the same points)."""
+    if metric_type not in STORED_METRIC_TYPES:
+        return f"{metric_type} data points are not stored"
+    if point.time_unix_nano == 0 or point.time_unix_nano > MAX_TIME_NS:
+        return "invalid timestamp"
+    if point.start_time_unix_nano > MAX_TIME_NS:
+        return "invalid start time"
+    if metric_type in ("gauge", "sum"):
+        if point.WhichOneof("value") == "as_double" and not _finite(point.as_double):
+            return "non-finite value"
+        return None
+    for f in ("sum", "min", "max"):
+        if point.HasField(f) and not _finite(getattr(point, f)):
+            return "non-finite value"
+    if metric_type == "histogram":
+        if point.bucket_counts and len(point.bucket_counts) != len(point.explicit_bounds) + 1:
+            return "histogram bucket counts do not match its bounds"
+        if not _finite(*point.explicit_bounds):
+            return "non-finite histogram bound"
+    elif not -20 <= point.scale <= 20:
+        return "exponential histogram scale out of range"
+    return None
+
+
+def count_metric_problems(req: ExportMetricsServiceRequest) -> tuple[int, Counter[str]]:
+    """(good data points, problems by reason): the edge's check."""
+    good = 0
+    problems: Counter[str] = Counter()
+    for rm in req.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                which = m.WhichOneof("data")
+                if which is None:
+                    continue
+                if not m.name:
+                    problems["metric without a name"] += len(getattr(m, which).data_points)
+                    continue
+                for p in getattr(m, which).data_points:
+                    problem = metric_point_problem(which, p)
+                    if problem is None:
+                        good += 1
+                    else:
+                        problems[problem] += 1
+    return good, problems
