@@ -101,7 +101,9 @@ def decode_agent_entry(
         ts = ev.ts or received
         common: dict[str, Any] = {
             "project_id": project_id,
-            "event_uid": f"{entry_id}:{i}",
+            # The client's id where it gave one (a resend collapses under FINAL whatever
+            # entry it came in), else the entry id + position (stable under redelivery).
+            "event_uid": f"id:{ev.event_id}" if ev.event_id else f"{entry_id}:{i}",
             "type": ev.type,
             "ts": ch_time(ts),
             "received_at": received_text,

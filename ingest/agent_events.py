@@ -8,6 +8,7 @@ events.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,20 @@ from weftline.ingest.edge import Edge, Rejected, rejection_response
 from weftline.ingest.limits import read_decoded_body
 
 KIND = "agent"
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The optional `Idempotency-Key` header: 1-255 visible ASCII characters."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not IDEMPOTENCY_KEY_RE.match(key):
+        raise Rejected(
+            Reason.BAD_IDEMPOTENCY_KEY, "Idempotency-Key must be 1-255 visible ASCII characters"
+        )
+    return key
 
 
 def parse_events_body(body: bytes, content_type: str) -> list[Any]:
@@ -87,6 +102,7 @@ def make_route(edge: Edge):
             if not origin_allowed(project, request.headers.get("origin")):
                 raise Rejected(Reason.ORIGIN_NOT_ALLOWED, "origin not in allowed_origins")
             edge.check_rate(project)
+            key = idempotency_key(request)
             body = await read_decoded_body(
                 request, settings.max_body_bytes, settings.max_body_bytes
             )
@@ -117,18 +133,20 @@ def make_route(edge: Edge):
                 )
             payload = orjson.dumps([ev.model_dump(mode="json", exclude_none=True) for ev in events])
             first = events[0]
-            entry_id = await edge.enqueue(
+            entry_id, resent = await edge.enqueue_once(
                 KIND,
                 project,
                 request,
                 payload,
                 len(events),
                 shard_key=first.session_id or getattr(first, "agent_id", None),
+                idempotency_key=key,
             )
         except Rejected as err:
             return add_cors(rejection_response(KIND, err), request)
-        return add_cors(
-            JSONResponse({"accepted": len(events), "id": entry_id}, status_code=202), request
-        )
+        answer: dict[str, Any] = {"accepted": len(events), "id": entry_id}
+        if resent:
+            answer["duplicate"] = True  # the original request's entry; nothing appended
+        return add_cors(JSONResponse(answer, status_code=202), request)
 
     return post_events

@@ -12,11 +12,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from weftline.ground.config import ProjectConfig, Settings
-from weftline.ground.metrics import ACCEPTED, ACCEPTED_ITEMS, REJECTED
+from weftline.ground.metrics import ACCEPTED, ACCEPTED_ITEMS, DEDUPLICATED, REJECTED
 from weftline.ground.projects import Projects
 from weftline.ground.rejections import Reason, Rejected
 from weftline.ingest.disk import DiskReserve
 from weftline.ingest.limits import RateLimiter
+from weftline.storage.keys import idempotency_key as idempotency_key_name
 from weftline.storage.keys import in_stream, shard_for
 from weftline.storage.valkey import BacklogFull, StreamProducer
 
@@ -75,8 +76,26 @@ class Edge:
         extra: dict[str, str | bytes | int] | None = None,
         shard_key: str | None = None,
     ) -> str:
-        """`shard_key` (a session or trace id) keeps one session's entries in one stream
-        when the kind is sharded; without it, entries are spread over the shards."""
+        entry_id, _ = await self.enqueue_once(
+            kind, project, request, payload, items, extra, shard_key
+        )
+        return entry_id
+
+    async def enqueue_once(
+        self,
+        kind: str,
+        project: ProjectConfig,
+        request: Request,
+        payload: bytes,
+        items: int,
+        extra: dict[str, str | bytes | int] | None = None,
+        shard_key: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[str, bool]:
+        """(entry id, whether it is a resend). `shard_key` (a session or trace id) keeps
+        one session's entries in one stream when the kind is sharded; without it, entries
+        are spread over the shards. With `idempotency_key`, a key seen within the window
+        returns the original entry id and appends nothing."""
         fields: dict[str, str | bytes | int] = {
             "p": payload,
             "project": project.id,
@@ -98,10 +117,22 @@ class Edge:
             )
         budget = getattr(self.settings.backlog_budget, kind)
         shards = self.settings.stream_shards
+        # A resend must meet its key on the same shard: shard by the key when nothing else.
+        shard_key = shard_key or idempotency_key
         shard = shard_for(shard_key, shards, next(self._spread)) if shards > 1 else 0
+        stream, per_shard = in_stream(kind, shard), -(-budget // shards)
         self.in_flight += 1
         try:
-            entry_id = await self.producer.add(in_stream(kind, shard), fields, -(-budget // shards))
+            if idempotency_key is None:
+                entry_id, seen = await self.producer.add(stream, fields, per_shard), False
+            else:
+                entry_id, seen = await self.producer.add_once(
+                    stream,
+                    fields,
+                    per_shard,
+                    idempotency_key_name(kind, shard, project.id, idempotency_key),
+                    self.settings.idempotency_window_seconds,
+                )
         except BacklogFull:
             raise self.unavailable(
                 Reason.BACKLOG_FULL,
@@ -111,6 +142,9 @@ class Edge:
             raise self.unavailable(Reason.BUFFER_UNAVAILABLE, f"buffer unavailable: {e}") from None
         finally:
             self.in_flight -= 1
+        if seen:
+            DEDUPLICATED.labels(kind).inc()
+            return entry_id, True
         ACCEPTED.labels(kind).inc()
         ACCEPTED_ITEMS.labels(kind).inc(items)
-        return entry_id
+        return entry_id, False

@@ -27,6 +27,16 @@ def dlq_stream(kind: str, shard: int = 0) -> str:
     return f"wl:dlq:{_tag(kind, shard)}"
 
 
+def idempotency_key(kind: str, shard: int, project_id: int, client_key: str) -> str:
+    """Where a client's Idempotency-Key is remembered: beside its stream (same hash tag,
+    so the check and the append are one script on one node), hashed so any text is a
+    valid, bounded key name."""
+    import hashlib
+
+    digest = hashlib.sha256(client_key.encode()).hexdigest()[:40]
+    return f"wl:idem:{_tag(kind, shard)}:{project_id}:{digest}"
+
+
 def in_streams(kind: str, shards: int = 1) -> list[str]:
     return [in_stream(kind, s) for s in range(shards)]
 

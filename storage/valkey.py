@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping, Sequence
 
@@ -10,6 +11,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from weftline.storage.keys import GROUP, KINDS, dlq_stream, in_stream
+
+log = logging.getLogger("weftline.valkey")
 
 # Append only while the stream's backlog is under budget. Entries are deleted
 # once acknowledged, so XLEN is exactly what is accepted and not yet stored.
@@ -19,6 +22,23 @@ if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
   return false
 end
 return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+"""
+
+
+# The same, remembering the request's Idempotency-Key: a key already seen returns the
+# entry id it was appended under (and appends nothing); a new one is set with the entry
+# id for the window, in the same script, so no crash can separate the two.
+IDEMPOTENT_XADD = """
+local prev = redis.call('GET', KEYS[2])
+if prev then
+  return {prev, 1}
+end
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
+  return false
+end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[2]))
+return {id, 0}
 """
 
 
@@ -51,27 +71,82 @@ def connect(
     )
 
 
+class AofDisabled(RedisError):
+    """durability = "waitaof" on a Valkey without AOF: nothing could ever be confirmed."""
+
+
 class StreamProducer:
     def __init__(self, client: aioredis.Redis, *, waitaof: bool = False) -> None:
         self.client = client
         self.waitaof = waitaof
+        self._aof_checked = -1e9
         self._xadd = client.register_script(BOUNDED_XADD)
+        self._xadd_once = client.register_script(IDEMPOTENT_XADD)
 
     async def add(self, stream: str, fields: Mapping[str, bytes | str | int], budget: int) -> str:
         """Append one entry; returns its id. Raises BacklogFull, or redis errors when
         Valkey is unreachable (the edge turns both into 503)."""
+        await self._check_aof()
         args: list[bytes | str | int] = [budget]
         for k, v in fields.items():
             args.extend((k, v))
         entry_id = await self._xadd(keys=[stream], args=args)
         if entry_id is None:
             raise BacklogFull(stream)
-        if self.waitaof:
-            # 1 local fsync, 0 replicas: answer only once the entry is on disk.
-            local, _ = await self.client.execute_command("WAITAOF", 1, 0, 1000)
-            if int(local) < 1:
-                raise TimeoutError("WAITAOF: entry not fsynced within 1 s")
+        await self._wait_fsync()
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def add_once(
+        self,
+        stream: str,
+        fields: Mapping[str, bytes | str | int],
+        budget: int,
+        idem_key: str,
+        window_seconds: int,
+    ) -> tuple[str, bool]:
+        """`add`, unless `idem_key` was seen within the window: then (the original entry
+        id, True) and nothing is appended."""
+        await self._check_aof()
+        args: list[bytes | str | int] = [budget, window_seconds]
+        for k, v in fields.items():
+            args.extend((k, v))
+        res = await self._xadd_once(keys=[stream, idem_key], args=args)
+        if res is None:
+            raise BacklogFull(stream)
+        entry_id, seen = res
+        await self._wait_fsync()
+        return (entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)), bool(seen)
+
+    async def _check_aof(self) -> None:
+        """In waitaof mode, refuse before appending when Valkey has no AOF (checked every
+        few seconds): every failure of the edge must come before the XADD, since a 503
+        after it would make the client resend an entry that is already there."""
+        if not self.waitaof or time.monotonic() - self._aof_checked < 5:
+            return
+        try:
+            conf = await self.client.config_get("appendonly")
+        except ResponseError:  # CONFIG not allowed (a managed Valkey): WAITAOF will tell
+            self._aof_checked = time.monotonic()
+            return
+        value = next(iter(conf.values()), b"")
+        if (value.decode() if isinstance(value, bytes) else str(value)) != "yes":
+            raise AofDisabled("durability is waitaof but Valkey runs without appendonly")
+        self._aof_checked = time.monotonic()
+
+    async def _wait_fsync(self) -> None:
+        """After the append: wait for the local fsync (1 local, 0 replicas), a few seconds
+        at most. The entry is in Valkey either way, so this never fails the request."""
+        if not self.waitaof:
+            return
+        for _ in range(5):
+            try:
+                local, _ = await self.client.execute_command("WAITAOF", 1, 0, 1000)
+            except ResponseError as e:
+                log.warning("WAITAOF failed after an append: %s", e)
+                return
+            if int(local) >= 1:
+                return
+        log.warning("WAITAOF: an accepted entry was not fsynced within 5 s")
 
 
 def is_cluster(client: aioredis.Redis) -> bool:

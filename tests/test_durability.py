@@ -62,6 +62,10 @@ def test_waitaof_without_aof_is_refused_not_faked(tmp_path, settings, serve):
         )
         assert r.status_code == 503 and r.json()["error"] == "buffer_unavailable"
         assert "retry-after" in r.headers
+        # Refused before the append: a 503 never stands for an entry that is there.
+        probe = redis.Redis.from_url(valkey.url)
+        assert probe.xlen(in_stream("agent")) == 0
+        probe.close()
     finally:
         valkey.stop()
 

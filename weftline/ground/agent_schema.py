@@ -34,6 +34,13 @@ class _Event(BaseModel):
     ts: datetime | None = Field(
         default=None, description="when it happened (ISO 8601 or epoch ms); default: received"
     )
+    event_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="the client's own id of this event: a resend of it is stored once"
+        " (with the same ts; without ts, each copy's time is when it was received)",
+    )
     session_id: str | None = Field(default=None, max_length=256)
     trace_id: str | None = Field(default=None, description="W3C trace id, 32 hex characters")
     user_id: str | None = Field(default=None, max_length=256)

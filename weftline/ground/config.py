@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     disk_reserve_percent: float = Field(default=5.0, ge=0, le=90)
     disk_check_interval_seconds: float = Field(default=1.0, gt=0)
 
+    # How long an Idempotency-Key (POST /api/v1/events) is remembered in Valkey: a resend
+    # within it is answered with the original entry id and not appended again.
+    idempotency_window_seconds: int = Field(default=24 * 3600, ge=1)
+
     max_body_bytes: int = 5 * 1024 * 1024
     max_events_per_request: int = 1000
     # Source map uploads (POST /api/v1/sourcemaps): the whole request, maps included.

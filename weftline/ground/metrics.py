@@ -18,6 +18,13 @@ ACCEPTED_ITEMS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+DEDUPLICATED = Counter(
+    "weftline_ingest_deduplicated_requests",
+    "Requests resent with an Idempotency-Key already seen: answered with the original"
+    " entry id, not appended again",
+    ["kind"],
+    registry=REGISTRY,
+)
 REJECTED = Counter(
     "weftline_ingest_rejected_requests",
     "Requests answered with 4xx/5xx, by reason",

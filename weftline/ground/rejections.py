@@ -62,6 +62,7 @@ class Reason(StrEnum):
     BAD_BATCH = "bad_batch", 400
     BAD_SPLIT = "bad_split", 400
     BAD_PARAMETER = "bad_parameter", 400
+    BAD_IDEMPOTENCY_KEY = "bad_idempotency_key", 400
     # source map uploads
     BAD_MULTIPART = "bad_multipart", 400
     BAD_FIELD = "bad_field", 400
