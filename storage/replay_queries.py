@@ -62,16 +62,38 @@ def list_sessions(
     end: datetime | None,
     user_id: str | None,
     limit: int,
+    errors_only: bool = False,
+    search: str = "",
 ) -> list[dict[str, Any]]:
-    """Sessions that started in [start, end], newest first."""
+    """Sessions that started in [start, end], newest first. `user_id` matches the
+    tracker's user (setUserID / anonymous id) or the user of a Sentry event tied to the
+    session (its openReplaySession.id tag, or a link the workers wrote); `search` is a
+    substring of the session id or user."""
+    db = ch.database
     sql = _with_totals(
         ch,
         "AND started_at >= {start:DateTime64(3)} AND started_at <= {end:DateTime64(3)}",
         # Events never precede their session's start by much (same server-aligned clock).
         "AND ts >= {start:DateTime64(3)} - INTERVAL 1 HOUR",
     )
-    sql += " WHERE ({user:String} = '' OR user_id = {user:String})"
-    sql += " ORDER BY started_at DESC, session_id DESC LIMIT {limit:UInt32}"
+    sentry_users = (
+        f"SELECT event_id, openreplay_session_id FROM {db}.sentry_errors"
+        " WHERE project_id = {project:UInt32}"
+        " AND (user_id = {user:String} OR user_email = {user:String}"
+        " OR user_username = {user:String})"
+    )
+    sql += (
+        " WHERE ({user:String} = '' OR user_id = {user:String}"
+        " OR user_anonymous_id = {user:String}"
+        f" OR session_id IN (SELECT openreplay_session_id FROM ({sentry_users}))"
+        f" OR session_id IN (SELECT session_id FROM {db}.links"
+        "   WHERE project_id = {project:UInt32} AND kind = 'error'"
+        f"   AND target_id IN (SELECT event_id FROM ({sentry_users}))))"
+        " AND (NOT {errors:Bool} OR errors_count > 0)"
+        " AND ({q:String} = '' OR positionCaseInsensitive(session_id, {q:String}) > 0"
+        " OR positionCaseInsensitive(user_id, {q:String}) > 0)"
+        " ORDER BY started_at DESC, session_id DESC LIMIT {limit:UInt32}"
+    )
     return ch.query(
         sql,
         {
@@ -79,6 +101,8 @@ def list_sessions(
             "start": _ch_time(start or datetime(1970, 1, 2)),
             "end": _ch_time(end or datetime(2200, 1, 1)),
             "user": user_id or "",
+            "errors": errors_only,
+            "q": search,
             "limit": limit,
         },
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +41,24 @@ PIXEL = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c63f8cfc0f01f0005000201e2216c370000000049454e44ae426082"
 )
+
+
+SENTRY_APP = """
+import sys
+import sentry_sdk
+
+def send_error():
+    try:
+        {}["missing_key"]
+    except KeyError as e:
+        sentry_sdk.capture_exception(e)
+
+sentry_sdk.init(dsn=sys.argv[1], default_integrations=False, release="shop@1.4.2")
+sentry_sdk.set_user({"id": "sentry-user-7"})
+sentry_sdk.set_tag("openReplaySession.id", sys.argv[2])
+send_error()
+sentry_sdk.flush(timeout=10)
+"""
 
 
 class Site:
@@ -268,4 +288,46 @@ def test_replay_matches_the_live_page_and_runs_nothing(
     assert dialogs == []
     assert [u for u in requests if u.startswith(site.url)] == []
     assert site.hits[hits_before:] == []
+
+    # The sessions list finds the session by its tracker user and by the user of a
+    # Sentry event tagged with it (the real sentry-sdk, in its own process).
+    def sessions(**params):
+        r = http.get(
+            f"{app.url}/api/v1/sessions",
+            params=params,
+            headers={"authorization": f"Bearer {project.query_token}"},
+        )
+        assert r.status_code == 200, r.text
+        return [x["session_id"] for x in r.json()["sessions"]]
+
+    assert sid in sessions(user_id="e2e-user")
+    assert sid not in sessions(user_id="sentry-user-7")
+    host = app.url.split("//")[1]
+    subprocess.run(
+        [sys.executable, "-c", SENTRY_APP, f"http://{project.public_key}@{host}/{project.id}", sid],
+        check=True,
+        timeout=60,
+    )
+    wait_for(lambda: sid in sessions(user_id="sentry-user-7"), timeout=30)
+    assert sid not in sessions(errors_only="true")  # no tracker exception in this one
+    one = http.get(
+        f"{app.url}/api/v1/sessions",
+        params={"user_id": "e2e-user"},
+        headers={"authorization": f"Bearer {project.query_token}"},
+    ).json()["sessions"][0]
+    assert one["started_at"].endswith("Z") and len(one["started_at"]) == 24
+    ui.goto(f"{app.url}/ui/?user=sentry-user-7")
+    row = ui.locator("#sessions tbody tr")
+    assert row.count() == 1
+    assert sid in row.text_content() and "e2e-user" in row.text_content()
+    assert "HeadlessChrome" in row.text_content()
+    ui.screenshot(path=str(shots / "sessions.png"))
+    # The session page shows the Sentry error in its Errors tab, with its stack.
+    ui.goto(f"{app.url}/ui/sessions/{sid}")
+    ui.click(".tabs button[data-tab=errors]")
+    err = ui.locator(".tab-pane[data-pane=errors] li.kind-error").first
+    assert "KeyError" in err.text_content()
+    err.locator("summary").click()
+    assert "send_error" in err.locator(".detail-body").text_content()
+    ui.screenshot(path=str(shots / "session-errors.png"))
     ctx.close()

@@ -175,11 +175,11 @@ def test_ui_pages_in_chromium(timeline_server, ch, tmp_path):
         assert page.locator("#login-error").is_visible()
         page.fill("#token", p1.query_token)
         page.click("#login")
-        page.wait_for_selector("#sessions")
-        assert page.locator("#sessions a", has_text="sess-1").count() == 1
+        page.wait_for_selector("#other-sessions")
+        assert page.locator("#other-sessions a", has_text="sess-1").count() == 1
         page.screenshot(path=str(tmp_path / "sessions.png"))
 
-        page.click("#sessions a >> text=sess-1")
+        page.click("#other-sessions a >> text=sess-1")
         page.wait_for_selector("#timeline")
         assert page.locator("#timeline li").count() == 5
         assert page.locator("#timeline li.error").count() == 3

@@ -1,6 +1,7 @@
 """Read API for OpenReplay sessions (query token as `Authorization: Bearer`).
 
-GET /api/v1/sessions?project_id=&from=&to=&user_id=&limit=
+GET /api/v1/sessions?from=&to=&user_id=&errors_only=&q=&limit=
+    (user_id: the tracker's user or the user of a Sentry event of the session)
 GET /api/v1/sessions/{session_id}?project_id=&limit=   → the session and its timeline
 """
 
@@ -19,6 +20,7 @@ from weftline.dashboards.debug.replay import replay_document
 from weftline.dashboards.debug.timeline import build_timeline
 from weftline.ground.projects import ApiError, Projects, authorize
 from weftline.ground.rejections import Reason
+from weftline.ground.times import api_time
 from weftline.storage import replay_queries
 from weftline.storage.clickhouse import ClickHouse, StorageError
 
@@ -46,7 +48,7 @@ _NUMERIC = ("status", "request_size", "response_size", "duration_ms", "x", "y")
 
 def timeline_item(row: dict[str, Any]) -> dict[str, Any]:
     item: dict[str, Any] = {
-        "ts": row["ts"].replace(" ", "T") + "Z",
+        "ts": api_time(row["ts"]),
         "kind": row["kind"],
         "id": row["event_uid"],
         "page_no": row["page_no"],
@@ -76,11 +78,18 @@ def _maybe_json(s: str) -> Any:
         return s
 
 
+def parse_flag(raw: str | None, name: str) -> bool:
+    if raw is None or raw in ("", "0", "false"):
+        return False
+    if raw in ("1", "true"):
+        return True
+    raise ApiError(Reason.BAD_PARAMETER, f"{name} must be true or false")
+
+
 def session_view(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     for k in ("started_at", "last_event_at"):
-        if isinstance(out.get(k), str):
-            out[k] = out[k].replace(" ", "T") + "Z"
+        out[k] = api_time(out.get(k))
     for k in ("duration_ms", "pages_count", "events_count", "errors_count"):
         if k in out:
             out[k] = int(out[k])
@@ -130,8 +139,17 @@ class SessionsApi:
             end = parse_time(q.get("to"), "to")
             limit = parse_limit(q.get("limit"), default=50, maximum=1000)
             user_id = q.get("user_id")
+            errors_only = parse_flag(q.get("errors_only"), "errors_only")
             rows = await asyncio.to_thread(
-                replay_queries.list_sessions, self._ch(), project.id, start, end, user_id, limit
+                replay_queries.list_sessions,
+                self._ch(),
+                project.id,
+                start,
+                end,
+                user_id,
+                limit,
+                errors_only,
+                q.get("q", "")[:200],
             )
         except ApiError as e:
             return e.response()

@@ -13,12 +13,14 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from weftline.dashboards.debug.api import parse_time
 from weftline.dashboards.debug.replay import replay_document
 from weftline.dashboards.debug.session_page import session_context
 from weftline.dashboards.debug.traces_api import build_tree, trace_sessions
 from weftline.ground.config import ProjectConfig
-from weftline.ground.projects import Projects
-from weftline.storage import sentry_queries, timeline_queries, trace_queries
+from weftline.ground.projects import ApiError, Projects
+from weftline.ground.times import api_time
+from weftline.storage import replay_queries, sentry_queries, timeline_queries, trace_queries
 from weftline.storage.clickhouse import ClickHouse
 
 COOKIE = "weftline_token"
@@ -90,14 +92,48 @@ class Ui:
         project = self._project(request)
         if project is None:
             return RedirectResponse("/ui/login", status_code=303)
-        q = request.query_params.get("q", "")
-        rows = []
+        qp = request.query_params
+        f = {
+            "q": qp.get("q", "")[:200],
+            "user": qp.get("user", "")[:200],
+            "errors": qp.get("errors") == "1",
+            "from": qp.get("from", ""),
+            "to": qp.get("to", ""),
+        }
+        tracked: list[dict[str, Any]] = []
+        others: list[dict[str, Any]] = []
+        error = None
+        try:
+            start = parse_time(f["from"], "from")
+            end = parse_time(f["to"], "to")
+        except ApiError as e:
+            start = end = None
+            error = str(e)
         if self.ch is not None:
-            rows = await asyncio.to_thread(
-                timeline_queries.recent_sessions, self.ch, project.id, q, 200
+            tracked = await asyncio.to_thread(
+                replay_queries.list_sessions,
+                self.ch,
+                project.id,
+                start,
+                end,
+                f["user"] or None,
+                200,
+                f["errors"],
+                f["q"],
             )
+            if not (f["user"] or f["errors"] or start or end):
+                seen = {r["session_id"] for r in tracked}
+                rows = await asyncio.to_thread(
+                    timeline_queries.recent_sessions, self.ch, project.id, f["q"], 200
+                )
+                others = [r for r in rows if r["session_id"] not in seen]
+        for r in tracked:
+            r["started_at"] = api_time(r["started_at"])
+            r["duration_s"] = round(int(r["duration_ms"]) / 1000, 1)
         return self._render(
-            request, "sessions.html", {"project": project, "sessions": rows, "q": q}
+            request,
+            "sessions.html",
+            {"project": project, "sessions": tracked, "others": others, "f": f, "error": error},
         )
 
     async def session(self, request: Request) -> Response:

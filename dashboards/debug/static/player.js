@@ -668,7 +668,10 @@ export async function mount(root) {
   window.addEventListener("resize", () => player.draw());
 
   const q = new URL(location.href).searchParams.get("t");
-  const start = q !== null && q !== "" && !Number.isNaN(Number(q)) ? Number(q) * 1000 : 0;
+  // Without ?t=, open on the first drawn page (the tracker's initial snapshot).
+  const snap = data.messages.find((m) => m[2] === T.CreateDocument);
+  const first = snap ? snap[0] : 0;
+  const start = q !== null && q !== "" && !Number.isNaN(Number(q)) ? Number(q) * 1000 : first;
   player.seek(start);
   status.textContent = "";
   root.dataset.firstFrameMs = String(Math.round(performance.now() - t0));
