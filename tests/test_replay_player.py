@@ -330,4 +330,9 @@ def test_replay_matches_the_live_page_and_runs_nothing(
     err.locator("summary").click()
     assert "send_error" in err.locator(".detail-body").text_content()
     ui.screenshot(path=str(shots / "session-errors.png"))
+    # The Sentry event's trace has no span: its page shows the event, not "No such trace".
+    ui.goto(app.url + ui.locator("details.trace summary a").first.get_attribute("href"))
+    assert "KeyError" in ui.text_content("#trace-events")
+    assert "send_error" in ui.text_content("#trace-events .frames")
+    ui.screenshot(path=str(shots / "trace-of-sentry-event.png"))
     ctx.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -148,6 +150,8 @@ def test_ui_pages_in_chromium(timeline_server, ch, tmp_path):
     from playwright.sync_api import sync_playwright
 
     srv, p1 = timeline_server
+    shots = Path(os.environ.get("WEFTLINE_SCREENSHOTS") or tmp_path)  # to look at them
+    shots.mkdir(parents=True, exist_ok=True)
     host = srv.url.split("//")[1]
     send_sentry_error(f"http://{p1.public_key}@{host}/{p1.id}")
     wait_for(lambda: ch.query(f"SELECT count() AS n FROM {ch.database}.sentry_errors")[0]["n"])
@@ -177,7 +181,7 @@ def test_ui_pages_in_chromium(timeline_server, ch, tmp_path):
         page.click("#login")
         page.wait_for_selector("#other-sessions")
         assert page.locator("#other-sessions a", has_text="sess-1").count() == 1
-        page.screenshot(path=str(tmp_path / "sessions.png"))
+        page.screenshot(path=str(shots / "sessions.png"))
 
         page.click("#other-sessions a >> text=sess-1")
         page.wait_for_selector("#timeline")
@@ -209,7 +213,7 @@ def test_ui_pages_in_chromium(timeline_server, ch, tmp_path):
         send_sentry_error(f"http://{p1.public_key}@{host}/{p1.id}")  # errors arrive live too
         page.wait_for_selector("#timeline li.live.kind-error", timeout=10_000)
         assert "KeyError" in page.text_content("#timeline li.live.kind-error")
-        page.screenshot(path=str(tmp_path / "session.png"), full_page=True)
+        page.screenshot(path=str(shots / "session.png"), full_page=True)
 
         page.click("#timeline li.kind-error .title a")  # the Sentry error → its issue page
         page.wait_for_selector("#stacktrace")
@@ -225,9 +229,30 @@ def test_ui_pages_in_chromium(timeline_server, ch, tmp_path):
         assert page.locator("#waterfall .span-row").count() == 2
         assert page.locator("#waterfall .bar.error").count() == 1
         assert "session sess-1" in page.text_content("main")
-        page.screenshot(path=str(tmp_path / "trace.png"), full_page=True)
+        # Span detail: attributes, status, resource; expanded from its bar.
+        page.click("#waterfall details.span:has(b.err) summary")
+        detail = page.text_content("#waterfall details.span[open] .span-detail")
+        assert "http.route" in detail and "/api/run" in detail and "error" in detail
+        page.screenshot(path=str(shots / "trace.png"), full_page=True)
+
+        # The traces list, with the API's filters.
+        page.goto(f"{srv.url}/ui/traces")
+        assert page.locator("#traces tbody tr").count() == 2
+        page.goto(f"{srv.url}/ui/traces?status=error")
+        assert page.locator("#traces tbody tr").count() == 1
+        assert TRACE[:16] in page.text_content("#traces")
+        page.goto(f"{srv.url}/ui/traces?session_id=sess-2")
+        assert OTHER_TRACE[:16] in page.text_content("#traces")
+        page.goto(f"{srv.url}/ui/traces?min_duration_ms=abc")
+        assert "min_duration_ms" in page.text_content(".flash")
+        page.goto(f"{srv.url}/ui/traces")
+        page.screenshot(path=str(shots / "traces.png"), full_page=True)
+        # A trace id nothing is stored for: a page that says so, not a bare text.
+        r = page.goto(f"{srv.url}/ui/traces/{'e' * 32}")
+        assert r.status == 404 and page.locator("#no-trace").is_visible()
+        assert errors and "404" in errors.pop()  # that page's own status, nothing else
         browser.close()
-    assert (tmp_path / "session.png").stat().st_size > 10_000
+    assert (shots / "session.png").stat().st_size > 10_000
     assert errors == []
     time.sleep(0)
 

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -145,6 +145,24 @@ def _errors(ordered: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def trace_filter(q: Mapping[str, str]) -> tq.TraceFilter:
+    """The trace list's filters from query parameters (the API's and the UI's)."""
+    status = None
+    if q.get("status"):
+        status = normalize_status(q["status"])
+        if status not in ("ok", "error"):
+            raise ApiError(Reason.BAD_PARAMETER, "status must be ok or error")
+    return tq.TraceFilter(
+        start=parse_time(q.get("from"), "from"),
+        end=parse_time(q.get("to"), "to"),
+        service=q.get("service") or None,
+        min_duration_ns=_duration_ms(q.get("min_duration_ms")),
+        status=status,
+        session_id=q.get("session_id") or None,
+        limit=parse_limit(q.get("limit"), maximum=1000),
+    )
+
+
 def _duration_ms(raw: str | None) -> int:
     if raw is None or raw == "":
         return 0
@@ -251,20 +269,7 @@ class TracesApi:
         q = request.query_params
         try:
             project = authorize(request, self.projects)
-            status = None
-            if q.get("status"):
-                status = normalize_status(q["status"])
-                if status not in ("ok", "error"):
-                    raise ApiError(Reason.BAD_PARAMETER, "status must be ok or error")
-            f = tq.TraceFilter(
-                start=parse_time(q.get("from"), "from"),
-                end=parse_time(q.get("to"), "to"),
-                service=q.get("service") or None,
-                min_duration_ns=_duration_ms(q.get("min_duration_ms")),
-                status=status,
-                session_id=q.get("session_id") or None,
-                limit=parse_limit(q.get("limit"), maximum=1000),
-            )
+            f = trace_filter(q)
             rows = await asyncio.to_thread(tq.trace_summaries, self.ch(), project.id, f)
         except ApiError as e:
             return e.response()

@@ -16,7 +16,7 @@ from starlette.templating import Jinja2Templates
 from weftline.dashboards.debug.api import parse_time
 from weftline.dashboards.debug.replay import replay_document
 from weftline.dashboards.debug.session_page import session_context
-from weftline.dashboards.debug.traces_api import build_tree, trace_sessions
+from weftline.dashboards.debug.traces_api import build_tree, trace_filter, trace_sessions
 from weftline.ground.config import ProjectConfig
 from weftline.ground.projects import ApiError, Projects
 from weftline.ground.times import api_time
@@ -61,6 +61,7 @@ class Ui:
             Route("/ui/static/{name}", self.static, methods=["GET"]),
             Route("/ui/issues", self.issues, methods=["GET"]),
             Route("/ui/issues/{group_id}", self.issue, methods=["GET"]),
+            Route("/ui/traces", self.traces, methods=["GET"]),
             Route("/ui/traces/{trace_id}", self.trace, methods=["GET"]),
         ]
 
@@ -214,24 +215,62 @@ class Ui:
             },
         )
 
+    async def traces(self, request: Request) -> Response:
+        project = self._project(request)
+        if project is None:
+            return RedirectResponse("/ui/login", status_code=303)
+        keys = ("service", "from", "to", "min_duration_ms", "status", "session_id")
+        f = {k: request.query_params.get(k, "")[:200] for k in keys}
+        rows: list[dict[str, Any]] = []
+        error = None
+        try:
+            flt = trace_filter({**{k: v for k, v in f.items() if v}, "limit": "200"})
+        except ApiError as e:
+            flt, error = None, e.detail
+        if self.ch is not None and flt is not None:
+            rows = await asyncio.to_thread(trace_queries.trace_summaries, self.ch, project.id, flt)
+        for r in rows:
+            r["start"] = api_time(int(r["start_ns"]) // 1_000_000)
+            r["duration_ms"] = round(int(r["duration_ns"]) / 1e6, 1)
+        return self._render(
+            request, "traces.html", {"project": project, "traces": rows, "f": f, "error": error}
+        )
+
     async def trace(self, request: Request) -> Response:
         project = self._project(request)
         if project is None:
             return RedirectResponse("/ui/login", status_code=303)
         if self.ch is None:
             return HTMLResponse("ClickHouse is not available in this process", status_code=503)
-        tid = request.path_params["trace_id"].lower()
-        rows = await asyncio.to_thread(trace_queries.trace_spans, self.ch, project.id, tid)
-        if not rows:
-            return HTMLResponse("No such trace", status_code=404)
+        tid = request.path_params["trace_id"].lower()[:64]
+        ch = self.ch
+        rows = await asyncio.to_thread(trace_queries.trace_spans, ch, project.id, tid)
+        sessions = await asyncio.to_thread(timeline_queries.sessions_of_trace, ch, project.id, tid)
+        errors = await asyncio.to_thread(timeline_queries.errors_for, ch, project.id, [], [tid])
+        logs = await asyncio.to_thread(
+            trace_queries.logs, ch, project.id, trace_queries.LogFilter(trace_id=tid, limit=500)
+        )
+        events = []
+        for e in errors[:20]:
+            eid = e["event_id"]
+            full = await asyncio.to_thread(sentry_queries.error_by_id, ch, project.id, eid)
+            if full:
+                full["exceptions"] = orjson.loads(full["exceptions"]) if full["exceptions"] else []
+                full["timestamp"] = api_time(full["timestamp"])
+                events.append(full)
+        if not rows and not events and not logs:
+            return self._render(
+                request, "trace.html", {"project": project, "trace_id": tid, "missing": True}, 404
+            )
         spans, t0, t1 = build_tree(rows)
         total = max(1e-6, (t1 - t0) / 1e6)
         for sp in spans:
             sp["offset_pct"] = round(sp["offset_ms"] / total * 100, 2)
             sp["width_pct"] = max(0.5, round(sp["duration_ms"] / total * 100, 2))
-        sessions = await asyncio.to_thread(
-            timeline_queries.sessions_of_trace, self.ch, project.id, tid
-        )
+            sp["start"] = api_time(sp["start"].replace("+00:00", ""))
+        for lg in logs:
+            lg["ts"] = api_time(int(lg["time_ns"]) // 1_000_000)
+        logs.sort(key=lambda lg: int(lg["time_ns"]))
         return self._render(
             request,
             "trace.html",
@@ -239,7 +278,10 @@ class Ui:
                 "project": project,
                 "trace_id": tid,
                 "spans": spans,
-                "duration_ms": total,
+                "duration_ms": total if rows else 0,
                 "sessions": trace_sessions(spans, sessions),
+                "events": events,
+                "logs": logs,
+                "missing": False,
             },
         )
