@@ -6,12 +6,22 @@ key has been checked."""
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import os
+import threading
 import time
 import zlib
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 
 from weftline.ground.rejections import Reason, Rejected
+
+T = TypeVar("T")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -37,67 +47,156 @@ async def read_decoded_body(
     raw = await read_body(request, max_body)
     if encoding is None:
         encoding = request.headers.get("content-encoding")
-    return decompress(raw, encoding, max_decompressed)
+    return await decompress_off_loop(raw, encoding, max_decompressed)
+
+
+# Below this many compressed bytes, decompressing on the event loop costs less than the
+# hop to a thread; above it a bomb could expand to the whole output bound (~50 ms of
+# inflate for 20 MiB on a shared core), so it runs in a thread, which zlib and brotli
+# leave for the loop (both release the GIL while they inflate).
+INLINE_COMPRESSED_BYTES = 1024
+
+
+async def decompress_off_loop(body: bytes, encoding: str | None, limit: int) -> bytes:
+    if _identity(encoding) or len(body) <= INLINE_COMPRESSED_BYTES:
+        return decompress(body, encoding, limit)
+    return await asyncio.to_thread(decompress, body, encoding, limit)
+
+
+def _identity(encoding: str | None) -> bool:
+    return (encoding or "identity").strip().lower() in ("", "identity")
+
+
+def _too_large(limit: int) -> Rejected:
+    return Rejected(Reason.DECOMPRESSED_TOO_LARGE, f"decompressed body exceeds {limit} bytes")
+
+
+class Inflater:
+    """Undoes one Content-Encoding with a bound on the output: past `limit` bytes, 413.
+    Every encoding has the bound (a 1.6 KB brotli body can expand to 1 GB)."""
+
+    def __init__(self, encoding: str | None, limit: int) -> None:
+        self.enc = (encoding or "identity").strip().lower()
+        self.limit = limit
+        self._br: Any = None
+        if self.enc in ("", "identity", "gzip", "x-gzip", "deflate"):
+            return
+        if self.enc != "br":
+            raise Rejected(
+                Reason.UNSUPPORTED_ENCODING, f"unsupported Content-Encoding {self.enc!r}"
+            )
+        try:
+            import brotli  # type: ignore[import-not-found]
+        except ImportError as e:
+            raise Rejected(Reason.UNSUPPORTED_ENCODING, "br bodies need the brotli package") from e
+        self._br = brotli
+
+    def _zlib(self, body: bytes, bound: int, strict: bool) -> bytes:
+        wbits = 15 if self.enc == "deflate" else 47  # 47: gzip or zlib header, auto-detected
+        for attempt in (wbits, -15):
+            d = zlib.decompressobj(attempt)
+            try:
+                out = d.decompress(body, bound + 1)
+                if strict and (len(out) > bound or d.unconsumed_tail):
+                    raise _too_large(bound)
+                if strict:
+                    out += d.flush()
+                    if len(out) > bound:
+                        raise _too_large(bound)
+                return out[: bound + 1]
+            except zlib.error as e:
+                if self.enc != "deflate" or attempt == -15:
+                    raise Rejected(
+                        Reason.BAD_ENCODING, f"cannot decompress {self.enc} body: {e}"
+                    ) from e
+                # some clients send raw deflate without a zlib header: try that next
+        raise AssertionError("unreachable")
+
+    def _brotli(self, body: bytes, bound: int, strict: bool) -> bytes:
+        d = self._br.Decompressor()
+        out = bytearray()
+        try:
+            # Slices of the input, the output buffer capped at what is left of the bound:
+            # the decompressor never holds much more than the bound.
+            for i in range(0, len(body), 4096):
+                out += d.process(body[i : i + 4096], output_buffer_limit=bound - len(out) + 1)
+                while len(out) <= bound and not d.can_accept_more_data():
+                    out += d.process(b"", output_buffer_limit=bound - len(out) + 1)
+                if len(out) > bound:
+                    if strict:
+                        raise _too_large(bound)
+                    break
+        except self._br.error as e:
+            raise Rejected(Reason.BAD_ENCODING, f"cannot decompress br body: {e}") from e
+        if strict and not d.is_finished():
+            raise Rejected(Reason.BAD_ENCODING, "cannot decompress br body: it is truncated")
+        return bytes(out)
+
+    def all(self, body: bytes) -> bytes:
+        """The whole decoded body; 413 past the bound, 400 when it does not decode."""
+        if self.enc in ("", "identity"):
+            if len(body) > self.limit:
+                raise _too_large(self.limit)
+            return body
+        if self._br is not None:
+            return self._brotli(body, self.limit, strict=True)
+        return self._zlib(body, self.limit, strict=True)
+
+    def head(self, body: bytes) -> bytes:
+        """About the first `limit` decoded bytes (no error for a longer body)."""
+        if self.enc in ("", "identity"):
+            return body[: self.limit]
+        if self._br is not None:
+            return self._brotli(body, self.limit, strict=False)
+        return self._zlib(body, self.limit, strict=False)
 
 
 def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     """Undo Content-Encoding with a bound on the output, so a small bomb stays small."""
-    enc = (encoding or "identity").strip().lower()
-    if enc in ("", "identity"):
-        return body
-    if enc in ("gzip", "x-gzip", "deflate"):
-        wbits = 47 if enc != "deflate" else 15  # 47: gzip or zlib header, auto-detected
-        d = zlib.decompressobj(wbits)
-        try:
-            out = d.decompress(body, limit + 1)
-            if len(out) > limit or d.unconsumed_tail:
-                raise Rejected(
-                    Reason.DECOMPRESSED_TOO_LARGE, f"decompressed body exceeds {limit} bytes"
-                )
-            out += d.flush()
-        except zlib.error as e:
-            if enc == "deflate":  # some clients send raw deflate without a zlib header
-                return _raw_deflate(body, limit)
-            raise Rejected(Reason.BAD_ENCODING, f"cannot decompress {enc} body: {e}") from e
-        if len(out) > limit:
-            raise Rejected(
-                Reason.DECOMPRESSED_TOO_LARGE, f"decompressed body exceeds {limit} bytes"
-            )
-        return out
-    if enc == "br":
-        return _brotli(body, limit)
-    raise Rejected(Reason.UNSUPPORTED_ENCODING, f"unsupported Content-Encoding {enc!r}")
+    return Inflater(encoding, limit).all(body)
 
 
-def _raw_deflate(body: bytes, limit: int) -> bytes:
-    d = zlib.decompressobj(-15)
+def first_line(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The first line of the decoded body, inflating about `limit` bytes at most: the
+    Sentry edge reads an envelope's header line (which may hold its key) before it
+    undoes the rest. No newline within `limit`: what was inflated, cut at `limit`."""
+    head = Inflater(encoding, limit).head(body)
+    nl = head.find(b"\n")
+    return head[: nl if nl >= 0 else limit]
+
+
+# A parse that holds the GIL (protobuf's C parser) blocks the event loop even in a thread:
+# 5 MB of empty OTLP spans is 1.3 s of it. Large bodies of that kind are parsed in a
+# separate process instead; spawned, not forked, since chDB and threads live in this one.
+_POOL: ProcessPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ProcessPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            workers = max(1, min(2, os.cpu_count() or 1))
+            _POOL = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        return _POOL
+
+
+async def run_isolated(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in the parse process pool (`fn` importable, arguments picklable). A
+    pool whose process died (killed for memory) is replaced and the request gets 503."""
+    global _POOL
+    pool = _pool()
     try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as e:
-        raise Rejected(Reason.BAD_ENCODING, f"cannot decompress deflate body: {e}") from e
-    if len(out) > limit or d.unconsumed_tail:
-        raise Rejected(Reason.DECOMPRESSED_TOO_LARGE, f"decompressed body exceeds {limit} bytes")
-    return out
-
-
-def _brotli(body: bytes, limit: int) -> bytes:
-    try:
-        import brotli  # type: ignore[import-not-found]
-    except ImportError as e:
-        raise Rejected(Reason.UNSUPPORTED_ENCODING, "br bodies need the brotli package") from e
-    d = brotli.Decompressor()
-    out = bytearray()
-    try:
-        # Feed in slices so the output bound is checked as it grows.
-        for i in range(0, len(body), 4096):
-            out += d.process(body[i : i + 4096])
-            if len(out) > limit:
-                raise Rejected(
-                    Reason.DECOMPRESSED_TOO_LARGE, f"decompressed body exceeds {limit} bytes"
-                )
-    except brotli.error as e:
-        raise Rejected(Reason.BAD_ENCODING, f"cannot decompress br body: {e}") from e
-    return bytes(out)
+        return await asyncio.wrap_future(pool.submit(fn, *args))
+    except BrokenProcessPool:
+        with _POOL_LOCK:
+            if _POOL is pool:
+                _POOL = None
+        raise Rejected(
+            Reason.PARSER_UNAVAILABLE,
+            "the parser process stopped on this request; retry later",
+            headers={"retry-after": "5"},
+        ) from None
 
 
 class RateLimiter:

@@ -20,6 +20,7 @@ value, buckets that do not match their bounds), with the reasons.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import orjson
@@ -37,12 +38,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from weftline.ground import otlp_wire as od
-from weftline.ground.config import ProjectConfig
+from weftline.ground.config import ProjectConfig, Settings
 from weftline.ground.metrics import OTLP_REJECTED_RECORDS, REJECTED
 from weftline.ground.rejections import Reason
 from weftline.ingest.cors import add_cors, origin_allowed, preflight
 from weftline.ingest.edge import Edge, Rejected
-from weftline.ingest.limits import read_decoded_body
+from weftline.ingest.limits import read_decoded_body, run_isolated
 
 KIND = "otlp"
 PROTOBUF = "application/x-protobuf"
@@ -139,14 +140,73 @@ def _authorize(edge: Edge, request: Request) -> ProjectConfig:
     return project
 
 
-def _check(
-    signal: od.Signal, body: bytes, encoding: od.Encoding
-) -> tuple[Message, int, Counter[str]]:
-    """Parse and count: (request, good records, problems by reason)."""
+def _records(signal: od.Signal, req: Message) -> tuple[int, int]:
+    """(records, attributes) of a request: spans, log records or metrics, and every
+    attribute they, their events, links and resources carry."""
+    records = attributes = 0
+    outer, inner, leaf = {
+        "traces": ("resource_spans", "scope_spans", "spans"),
+        "logs": ("resource_logs", "scope_logs", "log_records"),
+        "metrics": ("resource_metrics", "scope_metrics", "metrics"),
+    }[signal]
+    for r in getattr(req, outer):
+        attributes += len(r.resource.attributes)
+        for sc in getattr(r, inner):
+            records += len(getattr(sc, leaf))
+    return records, attributes
+
+
+def _attributes(signal: od.Signal, req: Message) -> int:
+    n = 0
+    if signal == "traces":
+        for rs in req.resource_spans:  # type: ignore[attr-defined]
+            for ss in rs.scope_spans:
+                for sp in ss.spans:
+                    n += len(sp.attributes) + len(sp.events) + len(sp.links)
+                    for ev in sp.events:
+                        n += len(ev.attributes)
+                    for ln in sp.links:
+                        n += len(ln.attributes)
+    elif signal == "logs":
+        for rl in req.resource_logs:  # type: ignore[attr-defined]
+            for sl in rl.scope_logs:
+                for rec in sl.log_records:
+                    n += len(rec.attributes)
+    return n
+
+
+def check_body(
+    signal: od.Signal, body: bytes, encoding: od.Encoding, max_records: int, max_attributes: int
+) -> tuple[str, str, bytes, int, Counter[str]]:
+    """Pure, and run in the parse process for large bodies: parse, bound the records and
+    attributes, count the problems. Returns ("ok", "", payload to enqueue (protobuf),
+    good records, problems) or ("rejected", reason, message, 0, {}) (picklable, unlike
+    `Rejected`)."""
     try:
-        req = od.parse_request(signal, body, encoding)
-    except od.OtlpDecodeError as e:
-        raise Rejected(Reason.INVALID_OTLP, e.reason) from None
+        try:
+            req = od.parse_request(signal, body, encoding)
+        except od.OtlpDecodeError as e:
+            raise Rejected(Reason.INVALID_OTLP, e.reason) from None
+        records, attributes = _records(signal, req)
+        if records > max_records:
+            raise Rejected(
+                Reason.TOO_MANY_RECORDS,
+                f"{records} {_NOUN[signal]} in one request; the limit is {max_records}",
+            )
+        attributes += _attributes(signal, req)
+        if attributes > max_attributes:
+            raise Rejected(
+                Reason.TOO_MANY_RECORDS,
+                f"{attributes} attributes in one request; the limit is {max_attributes}",
+            )
+        _, good, problems = _counted(signal, req)
+    except Rejected as e:
+        return "rejected", str(e.reason), e.message.encode(), 0, Counter()
+    payload = body if encoding == "protobuf" or not good else req.SerializeToString()
+    return "ok", "", payload, good, problems
+
+
+def _counted(signal: od.Signal, req: Message) -> tuple[Message, int, Counter[str]]:
     if signal == "traces":
         good, problems = od.count_span_problems(req)  # type: ignore[arg-type]
     elif signal == "logs":
@@ -154,6 +214,26 @@ def _check(
     else:
         good, problems = od.count_metric_problems(req)  # type: ignore[arg-type]
     return req, good, problems
+
+
+# Bodies up to this size are parsed in a thread of this process: protobuf's parser holds
+# the GIL, ~0.5 µs per message, so 128 KiB of the smallest messages (2 bytes each) is
+# ~30 ms of loop time at worst. Larger ones go to the parse process (`run_isolated`).
+INLINE_PARSE_BYTES = 128 * 1024
+
+
+async def checked(
+    settings: Settings, signal: od.Signal, body: bytes, encoding: od.Encoding
+) -> tuple[bytes, int, Counter[str]]:
+    args = (signal, body, encoding, settings.otlp_max_records, settings.otlp_max_attributes)
+    if len(body) <= INLINE_PARSE_BYTES:
+        verdict = await asyncio.to_thread(check_body, *args)
+    else:
+        verdict = await run_isolated(check_body, *args)
+    status, reason, payload, good, problems = verdict
+    if status != "ok":
+        raise Rejected(Reason(reason), payload.decode())
+    return payload, good, problems
 
 
 def make_route(edge: Edge, signal: od.Signal):
@@ -174,12 +254,11 @@ def make_route(edge: Edge, signal: od.Signal):
             body = await read_decoded_body(
                 request, settings.max_body_bytes, settings.max_body_bytes
             )
-            req, good, problems = _check(signal, body, encoding)
+            payload, good, problems = await checked(settings, signal, body, encoding)
             for reason, n in problems.items():
                 OTLP_REJECTED_RECORDS.labels(signal, reason).inc(n)
             decoded: od.Decoded = od.Decoded(problems=problems)
             if good:
-                payload = body if encoding == "protobuf" else req.SerializeToString()
                 await edge.enqueue(KIND, project, request, payload, good, {"sig": signal})
         except Rejected as err:
             return add_cors(error_response(err, encoding), request)

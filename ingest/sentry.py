@@ -5,7 +5,12 @@ unmodified SDKs behave as with sentry.io):
 - auth from `X-Sentry-Auth` / `Authorization: Sentry …`, the `sentry_key` query
   parameter (browser), or the envelope header `dsn` (browser `tunnel`): none → 401,
   several → 401, a malformed key → 401, an unknown key or another project's → 403;
-- body size, then decompression (br/gzip/deflate) with a bound → 413 / 400;
+- nothing is decompressed or parsed before the key is checked: a key sent only in the
+  envelope header (`dsn`) is read from the first line, inflating at most
+  `HEADER_LINE_BYTES` of the body;
+- body size, then decompression (br/gzip/deflate) with a bound → 413 / 400, in a thread
+  when large; parsing too (a body of newlines must not hold the event loop);
+- at most `MAX_ITEMS` items per envelope → 413;
 - framing and per-item limits (Relay's defaults) → 400 / 413;
 - the project's rate limit and the buffer budget → 429 with `Retry-After` and
   `X-Sentry-Rate-Limits` (whole seconds, every category but `internal`, so the SDK
@@ -16,6 +21,7 @@ unmodified SDKs behave as with sentry.io):
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from dataclasses import dataclass
@@ -31,6 +37,7 @@ from weftline.ground.metrics import SENTRY_ENCODINGS
 from weftline.ground.rejections import Reason
 from weftline.ground.sentry_envelope import (
     CONTAINER_TYPES,
+    MAX_HEADER_BYTES,
     Envelope,
     EnvelopeError,
     container_items,
@@ -39,10 +46,11 @@ from weftline.ground.sentry_envelope import (
     normalize_event_id,
     parse_envelope,
     serialize_envelope,
+    skip_blank,
 )
 from weftline.ingest.cors import add_cors, origin_allowed, preflight
 from weftline.ingest.edge import Edge, Rejected, rejection_response
-from weftline.ingest.limits import read_decoded_body
+from weftline.ingest.limits import decompress_off_loop, first_line, read_body, read_decoded_body
 
 KIND = "sentry"
 PROTOCOL_VERSION = 7
@@ -65,6 +73,13 @@ ITEM_LIMITS = {
     "replay_event": 1 * MiB,
 }
 MAX_ATTACHMENTS = 30
+# No SDK sends more than a few dozen items in one envelope; each costs a row and a parse
+# (the parser itself stops at sentry_envelope.MAX_ITEMS).
+MAX_ITEMS = 1000
+# The envelope header line (dsn, sdk, trace context) is far smaller; see MAX_HEADER_BYTES.
+HEADER_LINE_BYTES = MAX_HEADER_BYTES
+# Bodies above this are parsed in a thread (the loop keeps answering between GIL switches).
+INLINE_PARSE_BYTES = 64 * 1024
 MAX_SESSIONS = 100
 EVENT_TYPES = frozenset({"event", "transaction", "feedback"})
 
@@ -172,6 +187,11 @@ def resolve_project(edge: Edge, key: str | None, path_project: int) -> ProjectCo
 def check_items(env: Envelope, limit: int) -> None:
     """Relay's framing and per-item limits; raises 400/413."""
     events = attachments = 0
+    if len(env.items) > MAX_ITEMS:
+        raise Rejected(
+            Reason.TOO_MANY_ITEMS,
+            f"{len(env.items)} items in one envelope; the limit is {MAX_ITEMS}",
+        )
     for i, item in enumerate(env.items):
         t = item.type
         cap = min(ITEM_LIMITS.get(t, limit), limit)
@@ -231,23 +251,64 @@ class SentryIngest:
             Route("/api/{project_id}/store", self.store, methods=m),
         ]
 
-    async def _body(self, request: Request) -> bytes:
+    @staticmethod
+    def _encoding(request: Request) -> str:
         enc = request.headers.get("content-encoding", "")
         if enc.strip().lower() in ("utf-8", "utf8"):  # sentry-java sends this; it means none
             enc = ""
-        body = await read_decoded_body(request, self.max_body, self.max_envelope, enc)
+        return enc
+
+    async def _body(self, request: Request) -> bytes:
+        body = await read_decoded_body(
+            request, self.max_body, self.max_envelope, self._encoding(request)
+        )
         if not body.strip():
             raise Rejected(Reason.EMPTY_BODY, "empty request body")
         return body
 
-    def _project(self, request: Request, env: Envelope | None) -> ProjectConfig:
+    @staticmethod
+    def _header_line(raw: bytes, encoding: str) -> dict:
+        """The envelope header of a body still compressed, from its first line alone; {}
+        when it is not a JSON object (then the request has no key and gets 401)."""
+        line = first_line(raw, encoding, HEADER_LINE_BYTES).strip()
+        try:
+            obj = orjson.loads(line) if line else {}
+        except orjson.JSONDecodeError:
+            return {}
+        return obj if isinstance(obj, dict) else {}
+
+    async def _parse(self, body: bytes) -> Envelope:
+        def parse() -> Envelope:
+            if skip_blank(body, 0) >= len(body):
+                raise Rejected(Reason.EMPTY_BODY, "empty request body")
+            try:
+                env = parse_envelope(body)
+                check_items(env, self.max_envelope)
+            except EnvelopeError as e:
+                raise Rejected(Reason.INVALID_ENVELOPE, f"invalid event envelope: {e}") from None
+            return env
+
+        if len(body) <= INLINE_PARSE_BYTES:
+            return parse()
+        return await asyncio.to_thread(parse)
+
+    @staticmethod
+    def _path_project(request: Request) -> str:
         raw = request.path_params["project_id"]
         if not re.fullmatch(r"\d{1,10}", raw):
             raise Rejected(Reason.BAD_PROJECT_ID, f"project id {raw!r} is not a number")
+        return raw
+
+    def _project(
+        self, request: Request, env: Envelope | None, headers: dict | None = None
+    ) -> ProjectConfig:
+        raw = self._path_project(request)
         auth = request_auth(request)
         check_version(auth.version)
         key = auth.key
-        dsn = env.headers.get("dsn") if env is not None else None
+        if env is not None:
+            headers = env.headers
+        dsn = headers.get("dsn") if headers is not None else None
         if isinstance(dsn, str) and dsn:
             dkey, dproject = dsn_parts(dsn)
             if key is None:
@@ -262,6 +323,10 @@ class SentryIngest:
     async def _accept(
         self, request: Request, project: ProjectConfig, env: Envelope, body: bytes
     ) -> Response:
+        if not env.items:
+            # Nothing to store (Relay answers such an envelope 200 too): no entry of
+            # blank lines in the buffer.
+            return JSONResponse({"id": env.event_id} if env.event_id else {})
         if any(item.category != "internal" for item in env.items):
             try:
                 self.edge.check_rate(project)
@@ -285,17 +350,19 @@ class SentryIngest:
         if request.method == "OPTIONS":
             return preflight(request)
         try:
-            # Request auth first, so a bad key never costs a body read; the envelope's
-            # own `dsn` header is checked once the body is parsed.
-            has_request_auth = request_auth(request).key is not None
-            if has_request_auth:
+            # Request auth first, so a bad key never costs a body read. A key only in the
+            # envelope's `dsn` header is read from the first line (a bounded inflate)
+            # before anything else is decompressed or parsed.
+            if request_auth(request).key is not None:
                 self._project(request, None)
-            body = await self._body(request)
-            try:
-                env = parse_envelope(body)
-                check_items(env, self.max_envelope)
-            except EnvelopeError as e:
-                raise Rejected(Reason.INVALID_ENVELOPE, f"invalid event envelope: {e}") from None
+            else:
+                self._path_project(request)
+            enc = self._encoding(request)
+            raw = await read_body(request, self.max_body)
+            if request_auth(request).key is None:
+                self._project(request, None, self._header_line(raw, enc))
+            body = await decompress_off_loop(raw, enc, self.max_envelope)
+            env = await self._parse(body)
             project = self._project(request, env)
             response = await self._accept(request, project, env, body)
         except Rejected as err:
@@ -312,7 +379,7 @@ class SentryIngest:
             ctype = request.headers.get("content-type", "")
             try:
                 if "x-sentry-envelope" in ctype:
-                    env = parse_envelope(body)
+                    env = await self._parse(body)
                 else:
                     if len(body) > ITEM_LIMITS["event"]:
                         raise Rejected(Reason.ITEM_TOO_LARGE, "event exceeds 1 MiB")

@@ -131,6 +131,10 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = 5 * 1024 * 1024
     max_events_per_request: int = 1000
+    # OTLP: spans / log records / metrics, and attributes (of records, events, links and
+    # resources), per request; beyond either the request gets 413.
+    otlp_max_records: int = Field(default=100_000, ge=1)
+    otlp_max_attributes: int = Field(default=1_000_000, ge=1)
     # Source map uploads (POST /api/v1/sourcemaps): the whole request, maps included.
     sourcemap_max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     backlog_budget: StreamBudget = Field(default_factory=StreamBudget)

@@ -44,6 +44,8 @@ class Reason(StrEnum):
     TOO_MANY_EVENTS = "too_many_events", 413
     TOO_MANY_ATTACHMENTS = "too_many_attachments", 413
     TOO_MANY_SESSIONS = "too_many_sessions", 413
+    TOO_MANY_ITEMS = "too_many_items", 413
+    TOO_MANY_RECORDS = "too_many_records", 413
     RATE_LIMITED = "rate_limited", 429
     # framing and content
     BAD_ENCODING = "bad_encoding", 400
@@ -80,6 +82,7 @@ class Reason(StrEnum):
     BACKLOG_FULL = "backlog_full", 503
     BUFFER_UNAVAILABLE = "buffer_unavailable", 503
     STORAGE_UNAVAILABLE = "storage_unavailable", 503
+    PARSER_UNAVAILABLE = "parser_unavailable", 503
     DISK_RESERVE = "disk_reserve", 503
     SHUTTING_DOWN = "shutting_down", 503
 

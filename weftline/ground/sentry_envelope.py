@@ -27,6 +27,23 @@ import orjson
 from weftline.ground.errors import DecodeError
 
 MAX_ITEMS = 10_000
+
+
+def skip_blank(data: bytes, pos: int) -> int:
+    """The first non-whitespace position from `pos`. Blank lines are skipped 64 KiB at a
+    time at C speed: a body of 20 M newlines is a few hundred steps, not 20 M turns of
+    the item loop, and never one long step (the parser runs in a thread of the edge,
+    which must leave the GIL to the event loop now and then)."""
+    end = len(data)
+    while pos < end:
+        chunk = data[pos : pos + 65536]
+        rest = chunk.lstrip()
+        pos += len(chunk) - len(rest)
+        if rest:
+            return pos
+    return end
+
+
 MAX_HEADER_BYTES = 64 * 1024
 
 
@@ -129,21 +146,21 @@ def _header(line: bytes, what: str) -> dict[str, Any]:
 
 def parse_envelope(data: bytes) -> Envelope:
     """Split an envelope into its headers and items (item payloads stay bytes)."""
-    if not data.strip():
-        raise EnvelopeError("empty envelope")
     end = len(data)
+    if skip_blank(data, 0) >= end:
+        raise EnvelopeError("empty envelope")
     nl = data.find(b"\n")
     first = data if nl < 0 else data[:nl]
     headers = _header(first.strip(), "envelope header")
     pos = end if nl < 0 else nl + 1
     items: list[Item] = []
     while pos < end:
+        pos = skip_blank(data, pos)
+        if pos >= end:
+            break
         nl = data.find(b"\n", pos)
         line_end = end if nl < 0 else nl
         line = data[pos:line_end]
-        if not line.strip():
-            pos = line_end + 1
-            continue
         ih = _header(line.strip(), f"header of item {len(items)}")
         itype = ih.get("type")
         if not isinstance(itype, str) or not itype:
