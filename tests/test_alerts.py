@@ -421,4 +421,4 @@ def test_cli_check_compile_and_evaluate_once(tmp_path: Path) -> None:
     assert "0 series, 0 over threshold" in lines["agent_heartbeat_stale"]
     for name in ("error_rate_spike", "new_issue_in_production", "web_vitals_p95_budget"):
         assert "0 series, 0 over threshold" in lines[name], lines[name]
-    assert "named metrics need VALKEY_URL" in lines["dlq_growing"]
+    assert "skipped: named metrics live in Valkey" in lines["dlq_growing"]

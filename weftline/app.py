@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from weftline.admin import AdminApi, ensure_admin_token
 from weftline.dashboards.alerting.evaluator import AlertLoop
 from weftline.dashboards.alerting.rules import RULES_DIR, load_rules
 from weftline.dashboards.debug.agents_api import AgentRunsApi
@@ -98,6 +99,8 @@ def create_app(
     runtime.edge = edge
     ops = Ops(settings, client, ch, disk)
     traces_api = TracesApi(projects, lambda: runtime.ch)
+    ensure_admin_token(settings)
+    admin_api = AdminApi(settings, lambda: runtime.ch, valkey_url)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
@@ -149,6 +152,7 @@ def create_app(
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
         Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+        *admin_api.routes(),
         Route("/api/v1/events", agent_events.make_route(edge), methods=["POST", "OPTIONS"]),
         *read_api.routes(),
         *AgentRunsApi(projects, lambda: runtime.ch).routes(),

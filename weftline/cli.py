@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -11,19 +12,38 @@ import sys
 from pathlib import Path
 
 from weftline import __version__
+from weftline.cli_args import (
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    EXIT_PROBLEMS,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliError,
+)
 from weftline.cli_args import settings_from_args as _settings
 from weftline.ground.config import Settings, ensure_demo_project
 
 log = logging.getLogger("weftline")
 
 
-def _common(p: argparse.ArgumentParser, http: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, http: bool = True, client: bool = False) -> None:
+    """Options every command takes. `client`: the command talks to a running Weftline,
+    so --host/--port say where it listens (--url wins), not where to listen."""
     p.add_argument("--config", "-c", help="TOML configuration file (or WEFTLINE_CONFIG)")
     p.add_argument("--data-dir", help="data folder (default: ./weftline-data)")
-    if http:
+    if client:
+        p.add_argument("--host", help="host of the running Weftline (default: 127.0.0.1)")
+        p.add_argument("--port", "-p", type=int, help="its port (default: 8700)")
+    elif http:
         p.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
         p.add_argument("--port", "-p", type=int, help="port to listen on (default: 8700)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log lines shown on stderr (default: info)",
+    )
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error")
 
 
 def _banner(settings: Settings, mode: str) -> str:
@@ -47,8 +67,6 @@ def _banner(settings: Settings, mode: str) -> str:
 
 
 def _serve(app, settings: Settings, on_started=None) -> None:
-    import contextlib
-
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -146,14 +164,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_port(settings: Settings) -> None:
+    from weftline.embedded import port_in_use
+
+    if port_in_use(settings.host, settings.port):
+        raise CliError(
+            f"{settings.host}:{settings.port} is already in use; choose another with --port"
+        )
+
+
 def _need_valkey(settings: Settings, what: str) -> str:
     if settings.valkey_url is None:
-        print(
-            f"weftline {what} needs VALKEY_URL (server mode). For everything in one process "
-            "on this machine, run `weftline up`.",
-            file=sys.stderr,
+        raise CliError(
+            f"weftline {what} needs VALKEY_URL (server mode); for everything in one process "
+            "on this machine, run `weftline up`"
         )
-        raise SystemExit(2)
     return settings.valkey_url
 
 
@@ -162,6 +187,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     url = _need_valkey(settings, "api")
+    _check_port(settings)
     app = create_app(settings, url, run_workers=False, open_storage=not args.ingest_only)
     _serve(app, settings, lambda: print(_banner(settings, "api"), flush=True))
     return 0
@@ -203,13 +229,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from weftline.storage.clickhouse import clickhouse_from_settings
+    from weftline.reach import unreachable_clickhouse
+    from weftline.storage.clickhouse import StorageError, clickhouse_from_settings
     from weftline.storage.migrate import migrate
 
     settings = _settings(args)
-    ch = clickhouse_from_settings(settings)
+    try:
+        ch = clickhouse_from_settings(settings)
+    except StorageError as e:
+        raise CliError(unreachable_clickhouse(settings, e), EXIT_UNREACHABLE) from e
     try:
         applied = migrate(ch, lambda m: print(m, flush=True))
+    except StorageError as e:
+        if settings.clickhouse_url and not ch.ping():
+            raise CliError(unreachable_clickhouse(settings, e), EXIT_UNREACHABLE) from e
+        raise CliError(f"a migration failed: {str(e).splitlines()[0][:300]}", 1) from e
     finally:
         ch.close()
     print(f"{len(applied)} migrations applied" if applied else "schema is up to date")
@@ -217,15 +251,32 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from weftline.storage.clickhouse import clickhouse_from_settings
+    from weftline.admin import NotReadOnly, run_bounded
+    from weftline.reach import reach_storage
+    from weftline.storage.clickhouse import StorageError
+    from weftline.terminal import print_table
 
     settings = _settings(args)
-    ch = clickhouse_from_settings(settings)
-    try:
-        for row in ch.query(args.sql):
+    with reach_storage(settings, args.url, args.timeout) as reached:
+        try:
+            if reached.remote:
+                reached.ch.max_rows = args.max_rows  # type: ignore[attr-defined]
+                rows = reached.ch.query(args.sql)
+                truncated = reached.ch.truncated  # type: ignore[attr-defined]
+            else:
+                res = run_bounded(reached.ch, args.sql, None, args.max_rows, args.timeout)
+                rows, truncated = res.rows, res.truncated
+        except NotReadOnly as e:
+            raise CliError(f"{e} (`weftline query` only reads)") from e
+        except StorageError as e:
+            raise CliError(f"query failed: {e}", EXIT_PROBLEMS) from e
+    if args.format == "json":
+        for row in rows:
             print(json.dumps(row, default=str))
-    finally:
-        ch.close()
+    else:
+        print_table(rows, color=False)
+    if truncated:
+        print(f"weftline: stopped at {args.max_rows} rows (--max-rows N for more)", file=sys.stderr)
     return 0
 
 
@@ -249,15 +300,16 @@ def _grafana_check(args: argparse.Namespace) -> int:
         structure_problems,
     )
     from weftline.dashboards.grafana.macros import TimeRange, Variable
-    from weftline.storage.clickhouse import clickhouse_from_settings
+    from weftline.reach import reach_storage
 
     settings = _settings(args)
     dashboards = load_dashboards()
     problems = structure_problems(dashboards) + prometheus_problems(
         dashboards, exposed_series_names()
     )
-    ch = clickhouse_from_settings(settings)
-    try:
+    with reach_storage(settings, args.url) as reached:
+        ch = reached.ch
+        print(f"running every panel's query on {reached.where}")
         rng = TimeRange.last(args.hours * 3600)
         for d in dashboards:
             for r in run_dashboard(d, ch, rng, {"db": Variable([ch.database])}):
@@ -265,8 +317,6 @@ def _grafana_check(args: argparse.Namespace) -> int:
                 print(f"{d['uid']:<20} {r.title[:50]:<50} {status}")
                 if r.error:
                     problems.append(f"{d['uid']}/{r.title}: {r.error}")
-    finally:
-        ch.close()
     for p in problems:
         print(f"problem: {p}", file=sys.stderr)
     return 1 if problems else 0
@@ -304,39 +354,44 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             if left_out:
                 print(f"left out (tables not migrated yet): {', '.join(left_out)}")
         return 0
-    return asyncio.run(_alerts_evaluate(settings, rules))
+    return asyncio.run(_alerts_evaluate(settings, rules, args.url))
 
 
-async def _alerts_evaluate(settings: Settings, rules) -> int:
+async def _alerts_evaluate(settings: Settings, rules, url: str | None) -> int:
     """Evaluate every rule once and print the result; changes no state, sends nothing."""
-    import time as _time
+    import time
 
     from weftline.dashboards.alerting.evaluator import AlertLoop
-    from weftline.storage.clickhouse import clickhouse_from_settings
+    from weftline.reach import reach_storage
     from weftline.storage.valkey import connect
 
-    ch = clickhouse_from_settings(settings)
-    client = connect(settings.valkey_url) if settings.valkey_url else None
-    try:
-        loop = AlertLoop(settings, rules, ch, client or connect("redis://127.0.0.1:1"))
-        tables = await loop.existing_tables()
-        now = _time.time()
-        for rule in rules:
-            if rule.metric and client is None:
-                print(f"{rule.name:<26} skipped: named metrics need VALKEY_URL")
-                continue
-            out = await loop.evaluate_rule(rule, now, tables)
-            if out.status == "ok":
-                line = f"{len(out.samples)} series, {len(out.breaching)} over threshold"
-                for labels, value in out.breaching[:5]:
-                    line += f"\n    {value:.4g} {labels}"
-            else:
-                line = f"{out.status}: {out.error or out.detail}"
-            print(f"{rule.name:<26} {line}")
-    finally:
-        if client is not None:
-            await client.aclose()
-        ch.close()
+    with reach_storage(settings, url) as reached:
+        print(f"evaluating {len(rules)} rules on {reached.where}")
+        # Named metrics are read from Valkey: the running server's (embedded) or VALKEY_URL.
+        vk = reached.valkey_url
+        client = connect(vk, cluster=settings.valkey_cluster) if vk else None
+        try:
+            loop = AlertLoop(settings, rules, reached.ch, client or connect("redis://127.0.0.1:1"))
+            tables = await loop.existing_tables()
+            now = time.time()
+            for rule in rules:
+                if rule.metric and client is None:
+                    print(
+                        f"{rule.name:<26} skipped: named metrics live in Valkey, and no "
+                        "Weftline runs here (start `weftline up`, or set VALKEY_URL)"
+                    )
+                    continue
+                out = await loop.evaluate_rule(rule, now, tables)
+                if out.status == "ok":
+                    line = f"{len(out.samples)} series, {len(out.breaching)} over threshold"
+                    for labels, value in out.breaching[:5]:
+                        line += f"\n    {value:.4g} {labels}"
+                else:
+                    line = f"{out.status}: {out.error or out.detail}"
+                print(f"{rule.name:<26} {line}")
+        finally:
+            if client is not None:
+                await client.aclose()
     return 0
 
 
@@ -345,13 +400,30 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+OPS_WHERE = (
+    "While Weftline runs on the data folder, this asks it (an authenticated, read-only admin "
+    "endpoint, bounded in rows and time); with nothing running, it reads the folder itself; "
+    "in server mode, CLICKHOUSE_URL. It never creates a database."
+)
+
+
+def _ops_url(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url",
+        help="a running Weftline to ask (default: the one running on --data-dir, if any); "
+        "its admin token comes from WEFTLINE_ADMIN_TOKEN or <data_dir>/admin-token",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="weftline",
         description="Self-hosted observability for web apps with AI agents: OpenReplay, "
         "Sentry, OTLP and agent events through Valkey streams into ClickHouse.",
+        epilog=EXIT_CODES_HELP,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"weftline {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
         "up",
@@ -385,27 +457,48 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, http=False)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("migrate", help="apply ClickHouse schema migrations")
+    p = sub.add_parser(
+        "migrate",
+        help="apply ClickHouse schema migrations",
+        description="Apply the numbered migrations (storage/migrations/) that the configured "
+        "ClickHouse has not seen; `weftline up` and `weftline api` do this on every start. "
+        "Server mode: run once before the API and workers.",
+    )
     _common(p, http=False)
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser(
         "query",
-        help="run one SQL query against the configured ClickHouse (JSON lines out)",
-        description="For embedded mode while Weftline is stopped (chDB allows one process "
-        "per data folder).",
+        help="run one read-only SQL query (SELECT, SHOW, DESCRIBE) on Weftline's database",
+        description="Run one SELECT/WITH/SHOW/DESCRIBE/EXISTS statement; unqualified tables "
+        "are Weftline's database (`SELECT count() FROM spans`). " + OPS_WHERE,
     )
     _common(p, http=False)
-    p.add_argument("sql")
+    _ops_url(p)
+    p.add_argument("sql", help="the statement (quote it for the shell)")
+    p.add_argument(
+        "--format",
+        choices=["json", "table"],
+        default="json",
+        help="json: one JSON object per row (default); table: columns with a header",
+    )
+    p.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="same as --format json"
+    )
+    p.add_argument("--max-rows", type=int, default=1000, help="rows at most (default 1000)")
+    p.add_argument(
+        "--timeout", type=float, default=30, help="seconds the query may take (default 30)"
+    )
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser(
         "grafana",
         help="build or check the Grafana provisioning (dashboards/grafana)",
         description="build: regenerate datasource, provider and dashboard JSON. check: "
-        "validate the dashboards and run every panel query on the configured ClickHouse.",
+        "validate the dashboards and run every panel query. " + OPS_WHERE,
     )
-    p.add_argument("action", choices=["build", "check"])
+    p.add_argument("action", choices=["build", "check"], help="build or check")
+    _ops_url(p)
     p.add_argument("--out", help="build: output folder (default: dashboards/grafana)")
     p.add_argument("--hours", type=float, default=6, help="check: time range (default 6)")
     _common(p, http=False)
@@ -416,9 +509,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="check, compile to Grafana, or evaluate the alert rules once",
         description="check: validate the rule files. compile: write Grafana alerting "
         "provisioning. evaluate-once: run every rule now and print what breaches its "
-        "threshold (no state change, no notification).",
+        "threshold (no state change, no notification); named-metric rules read the running "
+        "server's Valkey. " + OPS_WHERE,
     )
-    p.add_argument("action", choices=["check", "compile", "evaluate-once"])
+    p.add_argument(
+        "action", choices=["check", "compile", "evaluate-once"], help="what to do (above)"
+    )
+    _ops_url(p)
     p.add_argument("--rules", help="folder of rule files (default: bundled rules)")
     p.add_argument("--out", help="compile: output file, or - for stdout")
     _common(p, http=False)
@@ -432,9 +529,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sourcemaps_cli.add_commands(sub, _common)
 
-    p = sub.add_parser("version", help="print the version")
+    p = sub.add_parser("version", help="print the version", description="Print the version.")
     p.set_defaults(func=cmd_version)
     return parser
+
+
+def _stdout_gone() -> int:
+    """`weftline … | head` closed the pipe: stop quietly, as `cat` does. Python would
+    report the flush of the closed stdout at exit, so stdout points at /dev/null."""
+    import os
+
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 141  # 128 + SIGPIPE, what a shell reports for a killed writer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,16 +553,36 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    if getattr(args, "log_level", "info") != "debug":
+        # Their retry warnings repeat what the one-line error says.
+        for name in ("urllib3", "urllib3.connectionpool", "clickhouse_connect"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    debug = getattr(args, "debug", False)
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _stdout_gone()
+    except CliError as e:
+        if debug:
+            raise
+        print(f"weftline: {e}", file=sys.stderr)
+        return e.code
     except Exception as e:  # a clear line, not a traceback, for what users can fix
         from weftline.storage.clickhouse import DataFolderBusy
 
-        if isinstance(e, DataFolderBusy | NotImplementedError | FileNotFoundError):
+        if not debug and isinstance(e, DataFolderBusy | NotImplementedError):
             print(f"weftline: {e}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
+        if not debug:
+            first = str(e).splitlines()[0] if str(e) else ""
+            print(
+                f"weftline: unexpected {type(e).__name__}: {first} (run again with --debug "
+                "for the traceback, and report it)",
+                file=sys.stderr,
+            )
+            return EXIT_PROBLEMS
         raise
 
 

@@ -13,12 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import httpx
 
+from weftline.cli_args import CliError
 from weftline.cli_args import query_token as _token
 from weftline.cli_args import settings_from_args as _settings
+from weftline.terminal import add_client_options, check_answer, print_table
+
+LIST_COLUMNS = (
+    ["release", "kind", "url", "debug_id", "size", "uploaded_at"],
+    ["RELEASE", "KIND", "URL", "DEBUG ID", "BYTES", "UPLOADED"],
+)
 
 
 def _prefix(raw: str) -> str:
@@ -37,16 +45,13 @@ def add_commands(sub: argparse._SubParsersAction, common) -> None:
         description="Upload source maps to a running Weftline (--url, default from the "
         "configuration), or list the uploaded ones.",
     )
-    ssub = p.add_subparsers(dest="sourcemaps_command", required=True)
+    ssub = p.add_subparsers(
+        dest="sourcemaps_command", required=True, metavar="ACTION", help="upload or list"
+    )
     for name, help_ in (("upload", "upload .map files"), ("list", "list uploaded files")):
-        q = ssub.add_parser(name, help=help_)
-        common(q, http=True)
-        q.add_argument("--url", help="Weftline's URL (default http://HOST:PORT)")
-        q.add_argument(
-            "--token",
-            help="query token (default: WEFTLINE_TOKEN, the first configured project, "
-            "or the demo project)",
-        )
+        q = ssub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
+        common(q, client=True)
+        add_client_options(q)
         q.add_argument("--release", help="the release the files belong to (Sentry `release`)")
         if name == "upload":
             q.add_argument(
@@ -69,14 +74,12 @@ def _client(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
     return url, {"authorization": f"Bearer {_token(args, settings)}"}
 
 
-def _check(r: httpx.Response) -> dict:
-    if r.status_code not in (200, 201):
-        try:
-            detail = r.json().get("detail", r.text)
-        except ValueError:
-            detail = r.text
-        raise SystemExit(f"weftline: {r.status_code}: {detail}")
-    return r.json()
+def _check(r: httpx.Response, url: str) -> dict:
+    return check_answer(r, url, ok=(200, 201))
+
+
+def _unreachable(url: str, e: Exception) -> CliError:
+    return CliError(f"cannot reach Weftline at {url} ({e}): is it running? (--url URL)", 3)
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
@@ -89,7 +92,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     total = 0
     for path in args.files:
         if not path.is_file():
-            raise SystemExit(f"weftline: {path}: no such file")
+            raise CliError(f"{path}: no such file")
         pair = [path]
         if path.name.endswith(".map"):
             minified = path.with_name(path.name[: -len(".map")])
@@ -101,12 +104,18 @@ def cmd_upload(args: argparse.Namespace) -> int:
                 url + "/api/v1/sourcemaps", data=data, files=files, headers=headers, timeout=120
             )
         except httpx.HTTPError as e:
-            raise SystemExit(f"weftline: cannot reach {url}: {e} (is Weftline running?)") from e
-        for f in _check(r)["files"]:
+            raise _unreachable(url, e) from e
+        answer = _check(r, url)
+        if args.json:
+            print(json.dumps(answer))
+            total += len(answer["files"])
+            continue
+        for f in answer["files"]:
             total += 1
             did = f"  debug id {f['debug_id']}" if f["debug_id"] else ""
             print(f"{f['kind']:<16} {f['url']}  ({f['size']} bytes){did}")
-    print(f"{total} files uploaded" + (f" for release {args.release}" if args.release else ""))
+    done = f"{total} files uploaded" + (f" for release {args.release}" if args.release else "")
+    print(done, file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -116,7 +125,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     try:
         r = httpx.get(url + "/api/v1/sourcemaps", params=params, headers=headers, timeout=30)
     except httpx.HTTPError as e:
-        raise SystemExit(f"weftline: cannot reach {url}: {e} (is Weftline running?)") from e
-    doc = _check(r)
-    print(json.dumps(doc["artifacts"], indent=2))
+        raise _unreachable(url, e) from e
+    doc = _check(r, url)
+    if args.json:
+        print(json.dumps(doc["artifacts"], indent=2))
+        return 0
+    print_table(doc["artifacts"], color=False, columns=LIST_COLUMNS[0], headers=LIST_COLUMNS[1])
+    print(f"{len(doc['artifacts'])} files")
     return 0

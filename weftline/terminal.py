@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from weftline.cli_args import CliError
 from weftline.cli_args import query_token as _token
 from weftline.cli_args import settings_from_args as _settings
 from weftline.dashboards.debug.ui import ICONS as BADGES
@@ -44,14 +45,25 @@ def _get(args: argparse.Namespace, settings: Settings, path: str, **params: Any)
             timeout=30,
         )
     except httpx.HTTPError as e:
-        raise SystemExit(f"weftline: cannot reach {url}: {e} (is `weftline up` running?)") from e
-    if r.status_code != 200:
-        try:
-            detail = r.json().get("detail", r.text)
-        except ValueError:
-            detail = r.text
-        raise SystemExit(f"weftline: {r.status_code}: {detail}")
-    return r.json()
+        raise CliError(
+            f"cannot reach Weftline at {url} ({e}): is `weftline up` running? (--url URL)", 3
+        ) from e
+    return check_answer(r, url)
+
+
+def check_answer(r: httpx.Response, url: str, ok: tuple[int, ...] = (200,)) -> Any:
+    """The JSON of a read API answer, or one line saying what to do."""
+    if r.status_code in ok:
+        return r.json()
+    try:
+        detail = r.json().get("detail", r.text)
+    except ValueError:
+        detail = r.text[:200]
+    if r.status_code in (401, 403):
+        raise CliError(f"{url} refused the query token ({detail}): pass --token TOKEN", 2)
+    if r.status_code == 404:
+        raise CliError(f"not found: {detail}", 1)
+    raise CliError(f"{url} answered {r.status_code}: {detail}", 3 if r.status_code >= 500 else 1)
 
 
 def print_session(doc: dict[str, Any], color: bool, out=sys.stdout) -> None:
@@ -85,15 +97,66 @@ def print_trace(doc: dict[str, Any], color: bool, out=sys.stdout) -> None:
         print(_paint(line, COLORS["error"] if bad else None, color), file=out)
 
 
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, dict | list):
+        import json
+
+        return json.dumps(v, default=str)
+    return str(v).replace("\n", " ")
+
+
+def print_table(
+    rows: list[dict[str, Any]],
+    color: bool,
+    columns: list[str] | None = None,
+    headers: list[str] | None = None,
+    out=sys.stdout,
+    paint_row=None,
+    max_width: int = 80,
+) -> None:
+    """Columns with a header line; `paint_row(row)` gives a colour code (terminals only)."""
+    if columns is None:
+        columns = list(rows[0]) if rows else []
+    headers = headers or [c.upper() for c in columns]
+    cells = [[_cell(r.get(c))[:max_width] for c in columns] for r in rows]
+    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), file=out)
+    for r, row in zip(rows, cells, strict=True):
+        line = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        print(_paint(line, paint_row(r) if paint_row else None, color), file=out)
+
+
 def print_issues(doc: dict[str, Any], color: bool, out=sys.stdout) -> None:
-    issues = doc.get("issues", [])
+    issues = [
+        {**g, "flag": "regressed" if g.get("regressed") else ""} for g in doc.get("issues", [])
+    ]
+    print_table(
+        issues,
+        color,
+        ["count", "status", "flag", "level", "title", "culprit", "last_seen", "group_id"],
+        ["COUNT", "STATUS", "FLAG", "LEVEL", "TITLE", "CULPRIT", "LAST SEEN", "GROUP"],
+        out=out,
+        paint_row=lambda g: COLORS["error"] if g.get("regressed") else None,
+        max_width=60,
+    )
     print(f"{len(issues)} issues", file=out)
-    for g in issues:
-        line = (
-            f"{g.get('count', 0):>6}  {g.get('status', ''):<10}  {g.get('level', ''):<7}  "
-            f"{g.get('title', '')}  ({g.get('culprit', '')})  {g.get('group_id', '')}"
-        )
-        print(_paint(line, COLORS["error"] if g.get("regressed") else None, color), file=out)
+
+
+def add_client_options(p: argparse.ArgumentParser) -> None:
+    """What every command that calls the read API of a running Weftline takes."""
+    p.add_argument(
+        "--url",
+        help="URL of the running Weftline to ask (default: http://HOST:PORT from --host, "
+        "--port or the configuration: http://127.0.0.1:8700)",
+    )
+    p.add_argument(
+        "--token",
+        help="the project's query token, sent as Bearer (default: WEFTLINE_TOKEN, the first "
+        "configured project, or the demo project in --data-dir)",
+    )
+    p.add_argument("--json", action="store_true", help="print the API's JSON instead of text")
 
 
 def add_commands(sub: argparse._SubParsersAction, common) -> None:
@@ -104,30 +167,35 @@ def add_commands(sub: argparse._SubParsersAction, common) -> None:
             description=help_ + ". Talks to a running "
             "Weftline (--url, default from the configuration).",
         )
-        common(p, http=True)
-        p.add_argument("--url", help="Weftline's URL (default http://HOST:PORT)")
+        common(p, client=True)
+        add_client_options(p)
         p.add_argument(
-            "--token",
-            help="query token (default: WEFTLINE_TOKEN, the first "
-            "configured project, or the demo project)",
+            "--color",
+            choices=["auto", "always", "never"],
+            default="auto",
+            help="auto (default): colour only on a terminal, and never with NO_COLOR set",
         )
-        p.add_argument("--json", action="store_true", help="print the API's JSON")
-        p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
         return p
 
     p = reader("session", "print one session's timeline")
-    p.add_argument("session_id")
+    p.add_argument("session_id", help="the OpenReplay session id")
     p.set_defaults(func=cmd_session)
     p = reader("trace", "print one trace as a tree")
-    p.add_argument("trace_id")
+    p.add_argument("trace_id", help="32 hex characters")
     p.set_defaults(func=cmd_trace)
     p = reader("issues", "list error issues (Sentry groups)")
-    p.add_argument("--status", choices=["unresolved", "resolved", "ignored"])
+    p.add_argument(
+        "--status", choices=["unresolved", "resolved", "ignored"], help="only issues in this state"
+    )
     p.set_defaults(func=cmd_issues)
 
 
 def _color(args: argparse.Namespace) -> bool:
-    return args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    import os
+
+    if args.color == "auto":
+        return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    return args.color == "always"
 
 
 def _run(args: argparse.Namespace, path: str, printer, **params: Any) -> int:

@@ -152,6 +152,10 @@ class Settings(BaseSettings):
 
     openreplay: OpenReplaySettings = Field(default_factory=OpenReplaySettings)
 
+    # Bearer token of the admin endpoint (read-only SQL over every project, used by
+    # `weftline query` and friends). Unset: made once and kept in <data_dir>/admin-token.
+    admin_token: str | None = Field(default=None, min_length=16)
+
     projects: list[ProjectConfig] = Field(default_factory=list)
 
     # Alert loop (dashboards/alerting): one leader among all processes notifies.

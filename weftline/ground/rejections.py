@@ -78,6 +78,9 @@ class Reason(StrEnum):
     TOO_MANY_FILES = "too_many_files", 413
     UNKNOWN_ENDPOINT = "unknown_endpoint", 404
     NOT_FOUND = "not_found", 404
+    # the admin query endpoint (weftline/admin.py)
+    NOT_READ_ONLY = "not_read_only", 400
+    QUERY_FAILED = "query_failed", 400
     # the buffer and the storage behind it
     BACKLOG_FULL = "backlog_full", 503
     BUFFER_UNAVAILABLE = "buffer_unavailable", 503
