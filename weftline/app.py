@@ -20,6 +20,7 @@ from weftline.dashboards.alerting.rules import RULES_DIR, load_rules
 from weftline.dashboards.debug.agents_api import AgentRunsApi
 from weftline.dashboards.debug.api import ReadApi
 from weftline.dashboards.debug.issues_api import IssuesApi
+from weftline.dashboards.debug.live_hub import LiveHub
 from weftline.dashboards.debug.sessions_api import SessionsApi
 from weftline.dashboards.debug.traces_api import TracesApi
 from weftline.dashboards.debug.ui import Ui
@@ -92,7 +93,17 @@ def create_app(
     edge = Edge(
         settings, projects, StreamProducer(client, waitaof=settings.durability == "waitaof"), disk
     )
-    read_api = ReadApi(projects, client, ch)
+    read_api = ReadApi(
+        projects,
+        client,
+        ch,
+        LiveHub(
+            client,
+            settings.live_max_streams,
+            settings.live_max_streams_per_token,
+            settings.live_idle_seconds,
+        ),
+    )
     ui = Ui(projects, ch)
     sessions_api = SessionsApi(projects, ch)
     replay = OpenReplayIngest(edge, ensure_replay_secret(settings))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import orjson
@@ -13,11 +12,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from weftline.dashboards.debug.live_hub import LiveHub
 from weftline.ground.projects import ApiError, Projects, authorize
 from weftline.ground.rejections import Reason
 from weftline.storage import genai_queries, queries
 from weftline.storage.clickhouse import ClickHouse, StorageError
-from weftline.storage.keys import agent_index_key, agent_state_key, live_channel
+from weftline.storage.keys import agent_index_key, agent_state_key
 
 SSE_KEEPALIVE_SECONDS = 15.0
 
@@ -50,10 +50,17 @@ def _s(v: bytes | None) -> str:
 
 
 class ReadApi:
-    def __init__(self, projects: Projects, client: aioredis.Redis, ch: ClickHouse | None) -> None:
+    def __init__(
+        self,
+        projects: Projects,
+        client: aioredis.Redis,
+        ch: ClickHouse | None,
+        hub: LiveHub | None = None,
+    ) -> None:
         self.projects = projects
         self.client = client
         self.ch = ch
+        self.hub = hub or LiveHub(client)
 
     def routes(self) -> list[Route]:
         return [
@@ -152,37 +159,16 @@ class ReadApi:
         )
 
     async def live(self, request: Request) -> Response:
+        """SSE: one event per stored item of the project (optionally one session's),
+        through the process's one subscription (live_hub.py), within the live budget."""
         try:
             project = authorize(request, self.projects)
+            reader = await self.hub.join(project.id, project.query_token)
         except ApiError as e:
             return e.response()
         session_id = request.query_params.get("session_id")
-        pubsub = self.client.pubsub()
-        await pubsub.subscribe(live_channel(project.id))
-
-        async def stream() -> AsyncIterator[bytes]:
-            try:
-                yield b": connected\n\n"
-                last = time.monotonic()
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg is not None and msg.get("type") == "message":
-                        # One pub/sub message per stored batch: one SSE event per item.
-                        for item in orjson.loads(msg["data"]):
-                            if session_id is not None and item.get("session_id") != session_id:
-                                continue
-                            kind = str(item.get("type", "message")).encode()
-                            yield b"event: " + kind + b"\ndata: " + orjson.dumps(item) + b"\n\n"
-                        last = time.monotonic()
-                    elif time.monotonic() - last > SSE_KEEPALIVE_SECONDS:
-                        yield b": keepalive\n\n"
-                        last = time.monotonic()
-            finally:
-                await pubsub.unsubscribe()
-                await pubsub.aclose()
-
         return StreamingResponse(
-            stream(),
+            self.hub.events(reader, session_id, SSE_KEEPALIVE_SECONDS),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )

@@ -156,6 +156,13 @@ class Settings(BaseSettings):
     # `weftline query` and friends). Unset: made once and kept in <data_dir>/admin-token.
     admin_token: str | None = Field(default=None, min_length=16)
 
+    # Live readers (GET /api/v1/live, SSE): one Valkey subscription per process fanned out
+    # to them; at most this many streams in all (503 beyond) and per query token (429),
+    # each closed after this long without an event (EventSource reconnects).
+    live_max_streams: int = Field(default=100, ge=1)
+    live_max_streams_per_token: int = Field(default=5, ge=1)
+    live_idle_seconds: float = Field(default=300.0, gt=0)
+
     projects: list[ProjectConfig] = Field(default_factory=list)
 
     # Alert loop (dashboards/alerting): one leader among all processes notifies.

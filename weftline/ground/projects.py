@@ -54,14 +54,26 @@ def bearer_token(request: Request) -> str | None:
 
 
 class ApiError(Exception):
-    def __init__(self, reason: Reason, detail: str, *, status: int | None = None) -> None:
+    def __init__(
+        self,
+        reason: Reason,
+        detail: str,
+        *,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status if status is not None else reason.status
         self.error = reason
         self.detail = detail
+        self.headers = headers or {}
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.error, "detail": self.detail}, status_code=self.status)
+        return JSONResponse(
+            {"error": self.error, "detail": self.detail},
+            status_code=self.status,
+            headers=self.headers,
+        )
 
 
 def authorize(request: Request, projects: Projects) -> ProjectConfig:

@@ -86,6 +86,9 @@ class Reason(StrEnum):
     BUFFER_UNAVAILABLE = "buffer_unavailable", 503
     STORAGE_UNAVAILABLE = "storage_unavailable", 503
     PARSER_UNAVAILABLE = "parser_unavailable", 503
+    # live readers (SSE) have their own budget
+    TOO_MANY_LIVE_STREAMS = "too_many_live_streams", 429
+    LIVE_STREAMS_FULL = "live_streams_full", 503
     DISK_RESERVE = "disk_reserve", 503
     SHUTTING_DOWN = "shutting_down", 503
 
