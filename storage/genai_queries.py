@@ -140,3 +140,15 @@ def hitl_events_of(
         " ORDER BY ts, event_uid LIMIT 10000",
         {"p": project_id, "a": agents, "t": trace_ids, "lo": lo_ns, "hi": hi_ns},
     )
+
+
+def runs_of_traces(ch: ClickHouse, project_id: int, trace_ids: list[str]) -> list[dict[str, Any]]:
+    """Every run in these traces (a session's linked traces)."""
+    if not trace_ids:
+        return []
+    return ch.query(
+        f"SELECT {RUN_COLUMNS} FROM {ch.database}.agent_runs FINAL"
+        " WHERE project_id = {p:UInt32} AND trace_id IN {t:Array(String)}"
+        " ORDER BY start_time, span_id LIMIT 1000",
+        {"p": project_id, "t": trace_ids[:MAX_TRACES]},
+    )

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,10 +55,15 @@ def pydantic_ai_instrumented(tp: TracerProvider) -> Iterator[None]:
 
 
 def pydantic_ai_run(
-    tp: TracerProvider, session_id: str = "", prompt: str = "look up t-1"
+    tp: TracerProvider,
+    session_id: str = "",
+    prompt: str = "look up t-1",
+    in_tool: Callable[[str], None] | None = None,
 ) -> RunResult:
     """A `planner` agent with one tool, under an app span that names the browser session
-    (as a backend handler of the canvas app would)."""
+    (as a backend handler of the canvas app would). `in_tool(trace_id)` runs inside the
+    tool (e.g. to ask a human and wait)."""
+    from opentelemetry import trace
     from pydantic_ai import Agent
     from pydantic_ai.models.test import TestModel
 
@@ -66,6 +71,8 @@ def pydantic_ai_run(
 
     @agent.tool_plain
     def lookup_ticket(ticket_id: str) -> str:
+        if in_tool is not None:
+            in_tool(f"{trace.get_current_span().get_span_context().trace_id:032x}")
         return f"ticket {ticket_id} is open"
 
     tracer = tp.get_tracer("canvas.backend")

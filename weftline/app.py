@@ -18,6 +18,7 @@ from weftline.admin import AdminApi, ensure_admin_token
 from weftline.dashboards.alerting.evaluator import AlertLoop
 from weftline.dashboards.alerting.rules import RULES_DIR, load_rules
 from weftline.dashboards.debug.agents_api import AgentRunsApi
+from weftline.dashboards.debug.agents_ui import AgentsUi
 from weftline.dashboards.debug.api import ReadApi
 from weftline.dashboards.debug.issues_api import IssuesApi
 from weftline.dashboards.debug.live_hub import LiveHub
@@ -169,6 +170,7 @@ def create_app(
         *AgentRunsApi(projects, lambda: runtime.ch).routes(),
         Route("/ui", lambda request: RedirectResponse("/ui/"), methods=["GET"]),
         *ui.routes(),
+        *AgentsUi(projects, client, lambda: runtime.ch).routes(),
         *sessions_api.routes(),
         *replay.routes(),
         *otlp.routes(edge),

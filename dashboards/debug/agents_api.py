@@ -57,6 +57,21 @@ def runs_for(
     return [run_summary(r, forest, sessions, intervals) for r in runs]
 
 
+def runs_in_traces(ch: ClickHouse, project_id: int, trace_ids: list[str]) -> list[dict[str, Any]]:
+    """The runs of these traces with their trees, outermost runs only (a nested run is
+    part of its parent's tree): what a session's timeline shows, one item per run."""
+    runs = gq.runs_of_traces(ch, project_id, trace_ids)
+    if not runs:
+        return []
+    forest, sessions, intervals = _context(ch, project_id, runs)
+    out = []
+    for r in runs:
+        doc = run_tree(r, forest, sessions, intervals)
+        if doc["parent_run_id"] is None:
+            out.append(doc)
+    return out
+
+
 def tree_for(ch: ClickHouse, project_id: int, run_id: str) -> dict[str, Any] | None:
     run = gq.run_by_id(ch, project_id, run_id)
     if run is None:

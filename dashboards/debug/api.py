@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -49,6 +50,67 @@ def _s(v: bytes | None) -> str:
     return v.decode() if v else ""
 
 
+async def agents_list(
+    client: aioredis.Redis, ch: ClickHouse | None, project_id: int
+) -> list[dict[str, Any]]:
+    """Every agent seen, one entry per name: its current state from the agent events
+    (Valkey, newest heartbeat wins) and what GenAI spans and stored events show of it
+    (`seen_in`, runs, the last run's status)."""
+    index = agent_index_key(project_id)
+    ids = await client.zrevrange(index, 0, 9999)
+    pipe = client.pipeline(transaction=False)
+    for aid in ids:
+        pipe.hgetall(agent_state_key(project_id, _s(aid)))
+    states = await pipe.execute() if ids else []
+    seen: list[dict[str, Any]] = []
+    if ch is not None:
+        seen = await asyncio.to_thread(genai_queries.agents_seen, ch, project_id)
+    now_ms = time.time() * 1000
+    agents: list[dict[str, Any]] = []
+    expired = []
+    for aid, h in zip(ids, states, strict=True):
+        if not h:
+            expired.append(aid)
+            continue
+        hb = int(h.get(b"heartbeat_ms", b"0"))
+        agents.append(
+            {
+                "name": _s(h.get(b"agent_id")),
+                "agent_id": _s(h.get(b"agent_id")),
+                "status": _s(h.get(b"status")),
+                "current_task": _s(h.get(b"current_task")) or None,
+                "metrics": orjson.loads(h.get(b"metrics") or b"{}"),
+                "last_heartbeat": datetime.fromtimestamp(hb / 1000, UTC).isoformat(),
+                "heartbeat_age_seconds": round(max(0.0, now_ms - hb) / 1000, 3),
+                "seen_in": ["agent_state"],
+                "runs": 0,
+                "last_run_status": None,
+            }
+        )
+    by_name = {a["name"]: a for a in agents}
+    for row in seen:
+        a = by_name.get(row["name"])
+        if a is None:
+            a = {
+                "name": row["name"],
+                "agent_id": row["name"],
+                "status": None,
+                "current_task": None,
+                "seen_in": [],
+                "runs": 0,
+                "last_run_status": None,
+            }
+            agents.append(a)
+            by_name[row["name"]] = a
+        a["seen_in"] = sorted(set(a["seen_in"]) | set(row["seen_in"]))
+        a["runs"] = int(row["runs"])
+        a["last_run_status"] = row["last_run_status"] or None
+        a["last_seen"] = row["last_seen"]
+    if expired:
+        await client.zrem(index, *expired)
+    return agents
+
+
 class ReadApi:
     def __init__(
         self,
@@ -70,65 +132,13 @@ class ReadApi:
         ]
 
     async def agents(self, request: Request) -> Response:
-        """Every agent seen, one entry per name: its current state from the agent events
-        (Valkey, newest heartbeat) and what GenAI spans and stored events show of it."""
         try:
             project = authorize(request, self.projects)
-            index = agent_index_key(project.id)
-            ids = await self.client.zrevrange(index, 0, 9999)
-            pipe = self.client.pipeline(transaction=False)
-            for aid in ids:
-                pipe.hgetall(agent_state_key(project.id, _s(aid)))
-            states = await pipe.execute() if ids else []
-            seen: list[dict] = []
-            if self.ch is not None:
-                seen = await asyncio.to_thread(genai_queries.agents_seen, self.ch, project.id)
+            agents = await agents_list(self.client, self.ch, project.id)
         except ApiError as e:
             return e.response()
         except StorageError as e:
             return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
-        now_ms = time.time() * 1000
-        agents, expired = [], []
-        for aid, h in zip(ids, states, strict=True):
-            if not h:
-                expired.append(aid)
-                continue
-            hb = int(h.get(b"heartbeat_ms", b"0"))
-            agents.append(
-                {
-                    "name": _s(h.get(b"agent_id")),
-                    "agent_id": _s(h.get(b"agent_id")),
-                    "status": _s(h.get(b"status")),
-                    "current_task": _s(h.get(b"current_task")) or None,
-                    "metrics": orjson.loads(h.get(b"metrics") or b"{}"),
-                    "last_heartbeat": datetime.fromtimestamp(hb / 1000, UTC).isoformat(),
-                    "heartbeat_age_seconds": round(max(0.0, now_ms - hb) / 1000, 3),
-                    "seen_in": ["agent_state"],
-                    "runs": 0,
-                    "last_run_status": None,
-                }
-            )
-        by_name = {a["name"]: a for a in agents}
-        for row in seen:
-            a = by_name.get(row["name"])
-            if a is None:
-                a = {
-                    "name": row["name"],
-                    "agent_id": row["name"],
-                    "status": None,
-                    "current_task": None,
-                    "seen_in": [],
-                    "runs": 0,
-                    "last_run_status": None,
-                }
-                agents.append(a)
-                by_name[row["name"]] = a
-            a["seen_in"] = sorted(set(a["seen_in"]) | set(row["seen_in"]))
-            a["runs"] = int(row["runs"])
-            a["last_run_status"] = row["last_run_status"] or None
-            a["last_seen"] = row["last_seen"]
-        if expired:
-            await self.client.zrem(index, *expired)
         return JSONResponse({"project_id": project.id, "agents": agents})
 
     async def agent_events(self, request: Request) -> Response:

@@ -48,7 +48,7 @@ def _tab(item: dict[str, Any]) -> str:
         return "network"
     if k == "error":
         return "errors"
-    if k == "agent":
+    if k in ("agent", "agent_run"):
         return "agent"
     if k == "span":
         return "spans"

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from weftline.dashboards.debug.agents_api import runs_in_traces
 from weftline.storage import timeline_queries as q
 from weftline.storage.clickhouse import ClickHouse
 
@@ -90,6 +91,46 @@ def span_items(rows: list[dict[str, Any]], trace_reasons: dict[str, str]) -> lis
                     "span_id": s["span_id"],
                     "parent_span_id": s["parent_span_id"],
                 },
+            )
+        )
+    return items
+
+
+def run_items(runs: list[dict[str, Any]], trace_reasons: dict[str, str]) -> list[Item]:
+    """One item per agent run, its tree (rows) in `detail` for the expanded view."""
+    items = []
+    for r in runs:
+        u = r["usage"]
+        tools = sum(t["count"] for t in r["tool_calls"])
+        tool_errors = sum(t["errors"] for t in r["tool_calls"])
+        bits = [f"{u['input_tokens']}→{u['output_tokens']} tokens", f"{tools} tool calls"]
+        if tool_errors:
+            bits.append(f"{tool_errors} failed")
+        if r["waiting_ms"]:
+            bits.append(f"waited {r['waiting_ms'] / 1000:.1f} s for a human")
+        items.append(
+            Item(
+                ts=r["start"][:23] + "Z",
+                kind="agent_run",
+                source="otlp",
+                title=f"agent {r['agent_name']} run ({r['duration_ms']:.1f} ms): "
+                + ", ".join(bits),
+                reason=f"trace {r['trace_id']}: {trace_reasons.get(r['trace_id'], 'linked')}",
+                severity="error" if r["status"] == "error" or r["errors"] else "info",
+                detail={
+                    k: r[k]
+                    for k in (
+                        "usage",
+                        "tool_calls",
+                        "models",
+                        "duration_ms",
+                        "status",
+                        "errors",
+                        "waiting_ms",
+                        "rows",
+                    )
+                },
+                ref={"run_id": r["run_id"], "trace_id": r["trace_id"], "agent_id": r["agent_name"]},
             )
         )
     return items
@@ -236,7 +277,15 @@ def build_timeline(ch: ClickHouse, project_id: int, session_id: str) -> dict[str
                     )
 
     items = agent_items(agent_rows, session_id) + replay_items(replay_rows)
-    items += span_items(q.spans_for(ch, project_id, list(traces)), traces)
+    # An agent run is one item holding its GenAI spans (model and tool calls, nested agents).
+    runs = runs_in_traces(ch, project_id, list(traces))
+    folded = {(r["trace_id"], row["span_id"]) for r in runs for row in r["rows"]}
+    spans = [
+        s
+        for s in q.spans_for(ch, project_id, list(traces))
+        if (s["trace_id"], s["span_id"]) not in folded
+    ]
+    items += span_items(spans, traces) + run_items(runs, traces)
     items += error_items(errors, reasons)
     items = merge_duplicate_errors(items)
     items.sort(key=lambda i: i.ts)

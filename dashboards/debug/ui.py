@@ -27,6 +27,7 @@ COOKIE = "weftline_token"
 # Text badges, not emoji: headless and minimal Linux desktops often lack an emoji font.
 ICONS = {
     "agent": "AGT",
+    "agent_run": "RUN",
     "span": "SPN",
     "click": "CLK",
     "network": "NET",
