@@ -105,5 +105,5 @@ def test_rows_stored_before_the_migration_are_found(chdb_session):
                 db.command(stmt.replace("${db}", db.database))
             db.insert("schema_migrations", [{"version": mig.version, "name": mig.name}])
     expected = seed(db)
-    assert migrate(db) == [10]
+    assert migrate(db)[:1] == [10]  # and any later ones
     check(db, expected)
