@@ -118,7 +118,7 @@ def test_agents_pages_in_chromium(run_in_session, tmp_path):
         page.goto(f"{srv.url}/ui/login")
         page.fill("#token", p1.query_token)
         page.click("#login")
-        page.wait_for_selector("#sessions")
+        page.wait_for_selector("#session-filters")
 
         page.goto(f"{srv.url}/ui/sessions/{SESSION}")
         item = page.locator("#timeline li.kind-agent_run")
