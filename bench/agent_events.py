@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import (  # noqa: E402
     FloorRoute,
     HttpRequest,
+    Profile,
     Wrk,
     cores,
     embedded,
@@ -99,6 +100,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--cores", type=int, default=1, help="CPUs for the server (wrk: the last)")
+    ap.add_argument("--profile", type=Path, help="py-spy raw profile of the max-rate run")
     ap.add_argument("--fresh-samples", type=int, default=100)
     args = ap.parse_args()
     cpus = cores(args.cores)
@@ -118,6 +120,8 @@ def main() -> int:
         out.append(ceiling.static.line("wrk vs a static answer"))
         out.append(floor.line("floor (bare Starlette)", n, "events"))
         with embedded(tmp, cpus, "agent", key=key) as wl:
+            prof = Profile(args.profile, cpus)
+            prof.start(wl.proc.pid, args.seconds)
             t0 = time.perf_counter()
             edge = wrk.run(wl.base, args.seconds, args.connections)
             drained = wl.drain("agent")
@@ -147,6 +151,8 @@ def main() -> int:
                 f"(n={len(fresh)}); load avg {loadavg()}"
             )
     print("\n".join(out))
+    if args.profile:
+        print(prof.summary())
     return 0
 
 

@@ -237,10 +237,17 @@ class Wrk:
         self, base: str, seconds: float, connections: int = 32, rate: float | None = None
     ) -> WrkResult:
         """`rate` (req/s, all connections together) paces each connection with wrk's
-        delay(); without it, as fast as the server answers."""
+        delay() (between an answer and the next request): a 2 s run at the bare interval
+        measures the latency, which is then taken off the delay. Without it, as fast as
+        the server answers."""
         delay = 0
         if rate:
-            delay = max(1, int(connections * 1000 / rate))
+            interval = connections * 1000 / rate
+            probe = self._run(base, 2, connections, max(1, int(interval)))
+            delay = max(1, int(interval - probe.p50_ms))
+        return self._run(base, seconds, connections, delay)
+
+    def _run(self, base: str, seconds: float, connections: int, delay: int) -> WrkResult:
         script = self.dir / f"run-{secrets.token_hex(4)}.lua"
         script.write_text(
             LUA
@@ -561,3 +568,65 @@ def pct(values: Sequence[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# ---------------------------------------------------------------------------- profiles
+
+
+class Profile:
+    """py-spy (pip `py-spy`) sampling a server while wrk loads it; py-spy runs on wrk's
+    core so the server keeps its own. `--profile FILE` in the benchmarks."""
+
+    def __init__(self, path: Path | None, cpus: Cores) -> None:
+        self.path = path
+        self.cpus = cpus
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, pid: int, seconds: float) -> None:
+        if self.path is None:
+            return
+        exe = Path(sys.executable).with_name("py-spy")
+        if not exe.exists():
+            raise SystemExit(f"--profile needs py-spy: {sys.executable} -m pip install py-spy")
+        cmd = ["taskset", "-c", self.cpus.load, str(exe), "record", "-p", str(pid)]
+        cmd += ["-d", str(max(1, int(seconds))), "-r", "100", "-f", "raw", "-o", str(self.path)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def summary(self, top: int = 25) -> str:
+        if self.proc is None or self.path is None:
+            return ""
+        self.proc.wait(120)
+        return summarize(self.path, top)
+
+
+def summarize(path: Path, top: int = 25) -> str:
+    """Where the samples are: inclusive share of each frame (file:function), biggest
+    first, skipping the event loop's own frames that hold everything."""
+    inclusive: dict[str, int] = {}
+    leaf: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        names = []
+        for frame in stack.split(";"):
+            m = re.match(r"(.*?) \((.*?)(?::\d+)?\)$", frame)
+            fn, file = (m.group(1), m.group(2)) if m else (frame, "")
+            names.append(f"{'/'.join(Path(file).parts[-2:])}:{fn}")
+        for name in set(names):
+            inclusive[name] = inclusive.get(name, 0) + n
+        leaf[names[-1]] = leaf.get(names[-1], 0) + n
+    if not total:
+        return "profile: no samples"
+    rows = [f"profile: {total} samples (100 Hz) of the server process"]
+    rows.append("  inclusive:")
+    for name, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[: top * 2]:
+        if n / total < 0.97:
+            rows.append(f"    {n / total:6.1%}  {name}")
+    rows.append("  self:")
+    for name, n in sorted(leaf.items(), key=lambda kv: -kv[1])[:top]:
+        rows.append(f"    {n / total:6.1%}  {name}")
+    return "\n".join(rows)

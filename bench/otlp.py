@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import (  # noqa: E402
     FloorRoute,
     HttpRequest,
+    Profile,
     Wrk,
     cores,
     embedded,
@@ -73,6 +74,7 @@ def main() -> int:
     ap.add_argument("--attributes", type=int, default=20, help="attributes per span")
     ap.add_argument("--encoding", choices=["protobuf", "json"], default="protobuf")
     ap.add_argument("--cores", type=int, default=1, help="CPUs for the server (wrk: the last)")
+    ap.add_argument("--profile", type=Path, help="py-spy raw profile of the max-rate run")
     args = ap.parse_args()
     cpus = cores(args.cores)
     n = args.spans
@@ -98,6 +100,8 @@ def main() -> int:
         out.append(ceiling.static.line("wrk vs a static answer"))
         out.append(floor.line("floor (bare Starlette)", n, "spans"))
         with embedded(tmp, cpus, "otlp", key=key) as wl:
+            prof = Profile(args.profile, cpus)
+            prof.start(wl.proc.pid, args.seconds)
             t0 = time.perf_counter()
             edge = wrk.run(wl.base, args.seconds, args.connections)
             drained = wl.drain("otlp")
@@ -113,6 +117,8 @@ def main() -> int:
             wl.drain("otlp")
             out.append(half.line("weftline at half the rate", n, "spans"))
     print("\n".join(out))
+    if args.profile:
+        print(prof.summary())
     return 0
 
 

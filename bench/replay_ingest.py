@@ -40,6 +40,7 @@ from bench.harness import (  # noqa: E402
     REPO,
     FloorRoute,
     HttpRequest,
+    Profile,
     Wrk,
     bench_env,
     cores,
@@ -149,6 +150,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--sessions", type=int, default=3000, help="sessions started before the load")
     ap.add_argument("--cores", type=int, default=1, help="CPUs for the server (wrk: the last)")
+    ap.add_argument("--profile", type=Path, help="py-spy raw profile of the max-rate run")
     ap.add_argument("--capture", type=Path, default=CAPTURE, help="captured tracker requests")
     args = ap.parse_args()
     cpus = cores(args.cores)
@@ -178,6 +180,8 @@ def main() -> int:
             out.append(ceiling.static.line("wrk vs a static answer"))
             out.append(floor.line("floor (bare Starlette)"))
             starts, _ = wl.accepted("replay")
+            prof = Profile(args.profile, cpus)
+            prof.start(wl.proc.pid, args.seconds)
             t0 = time.perf_counter()
             edge = wrk.run(wl.base, args.seconds, args.connections)
             drained = wl.drain("replay")
@@ -204,6 +208,8 @@ def main() -> int:
         f" {stored['events']:,} replay_events rows, {stored['sessions']:,} sessions"
     )
     print("\n".join(out))
+    if args.profile:
+        print(prof.summary())
     return 0 if stored["batches"] == distinct else 1
 
 

@@ -44,6 +44,7 @@ from bench.harness import (  # noqa: E402
     Cores,
     FloorRoute,
     HttpRequest,
+    Profile,
     Wrk,
     cores,
     embedded,
@@ -227,6 +228,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--cores", type=int, default=1, help="CPUs for the server (wrk: the last)")
+    ap.add_argument("--profile", type=Path, help="py-spy raw profile of the max-rate run")
     ap.add_argument("--bugsink-venv", default=os.environ.get("BUGSINK_VENV", "/tmp/bugsink-venv"))
     ap.add_argument("--bugsink-workers", type=int, default=4, help="gunicorn workers")
     ap.add_argument("--no-bugsink", action="store_true")
@@ -245,6 +247,8 @@ def main() -> int:
         out.append(ceiling.static.line("wrk vs a static answer"))
         out.append(floor.line("floor (bare Starlette)", 1, "events"))
         with embedded(tmp, cpus, "sentry", key=key) as wl:
+            prof = Profile(args.profile, cpus)
+            prof.start(wl.proc.pid, args.seconds)
             t0 = time.perf_counter()
             edge = wrk.run(wl.base, args.seconds, args.connections)
             drained = wl.drain("sentry")
@@ -281,6 +285,8 @@ def main() -> int:
             else:
                 out.append(f"{'bugsink':<36} {got}")
     print("\n".join(out))
+    if args.profile:
+        print(prof.summary())
     return 0 if stored == want else 1
 
 
