@@ -80,7 +80,9 @@ class Handler(Protocol):
 @dataclass
 class ConsumerOptions:
     batch_size: int = 2000
+    batch_max_items: int = 20_000
     batch_max_age_ms: int = 200
+    min_flush_interval_ms: int = 25
     claim_idle_ms: int = 30_000
     max_deliveries: int = 5
     idle_block_ms: int = 1000
@@ -119,6 +121,7 @@ class StreamConsumer:
         self.opts = options or ConsumerOptions()
         self.stats = ConsumerStats()
         self._last_claim = 0.0
+        self._last_flush = 0.0
         self._claim_cursor = "0-0"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -190,37 +193,55 @@ class StreamConsumer:
         return [Entry(i, dict(f), counts.get(i, 2)) for i, (_, f) in zip(ids, claimed, strict=True)]
 
     async def _next_batch(self, stop: asyncio.Event) -> list[Entry]:
+        """The next batch, sized by the load: it is handed on as soon as the stream has
+        nothing more to give (an idle stream waits for nobody), but not sooner than
+        `min_flush_interval_ms` after the previous one, so a steady trickle does not become
+        one insert per entry; under load, entries pile up while a batch is processed and
+        the next read takes them all, up to `batch_size` entries or `batch_max_items`
+        items (the edge's count of events/spans per entry). `batch_max_age_ms` caps how
+        long a batch keeps filling."""
         claimed = await self._claim()
         if claimed:
             return claimed
         batch: list[Entry] = []
-        deadline: float | None = None
-        while len(batch) < self.opts.batch_size and not stop.is_set():
-            if deadline is None:
-                block = self.opts.idle_block_ms
+        items = 0
+        started: float | None = None
+        opts = self.opts
+        while len(batch) < opts.batch_size and items < opts.batch_max_items:
+            if stop.is_set():
+                break
+            now = time.monotonic()
+            block: int | None
+            if started is None:
+                block = opts.idle_block_ms
             else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if now - started >= opts.batch_max_age_ms / 1000:
                     break
-                block = max(1, int(remaining * 1000))
+                wait = self._last_flush + opts.min_flush_interval_ms / 1000 - now
+                wait = min(wait, started + opts.batch_max_age_ms / 1000 - now)
+                block = max(1, int(wait * 1000)) if wait > 0 else None
             resp = await self.client.xreadgroup(
                 GROUP,
                 self.name,
                 {self.stream: ">"},
-                count=self.opts.batch_size - len(batch),
+                count=opts.batch_size - len(batch),
                 block=block,
             )
             if not resp:
-                if batch or deadline is None:
-                    break
-                continue
+                break  # idle (or the interval is over): what we have goes now
             for _stream, entries in resp:
                 for eid, fields in entries:
                     batch.append(
                         Entry(eid.decode() if isinstance(eid, bytes) else eid, dict(fields))
                     )
-            if deadline is None:
-                deadline = time.monotonic() + self.opts.batch_max_age_ms / 1000
+                    try:
+                        items += int(fields.get(b"n", 1))
+                    except ValueError:
+                        items += 1
+            if started is None:
+                started = time.monotonic()
+        if batch:
+            self._last_flush = time.monotonic()
         return batch
 
     async def _process(self, batch: Sequence[Entry], stop: asyncio.Event) -> None:

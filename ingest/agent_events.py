@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from weftline.ground.agent_schema import EVENTS, problems_of
+from weftline.ground.agent_schema import EVENTS, AgentEvent, problems_of
 from weftline.ground.projects import ingest_key
 from weftline.ground.rejections import Reason
 from weftline.ingest.cors import add_cors, origin_allowed, preflight
@@ -83,6 +83,45 @@ def retention_problems(events: list[Any], retention_days: int) -> list[dict[str,
     ]
 
 
+def validated_events(
+    body: bytes, content_type: str, max_events: int
+) -> tuple[list[AgentEvent], bytes]:
+    """The events, validated, and the payload to enqueue: the body itself when it is a JSON
+    array (the common case: validated straight from the bytes, never re-serialized; the
+    worker applies the same schema to the same bytes), else the events as a JSON array."""
+    text = body.strip()
+    if text[:1] == b"[" and "ndjson" not in content_type and "jsonlines" not in content_type:
+        try:
+            events = EVENTS.validate_json(text)
+        except ValidationError:
+            pass  # the slow path below says what is wrong, by index and field
+        else:
+            if len(events) > max_events:
+                raise _too_many(len(events), max_events)
+            if events:
+                return events, text
+    items = parse_events_body(body, content_type)
+    if len(items) > max_events:
+        raise _too_many(len(items), max_events)
+    try:
+        events = EVENTS.validate_python(items)
+    except ValidationError as e:
+        problems = [p.model_dump() for p in problems_of(e)]
+        raise Rejected(
+            Reason.INVALID_EVENTS,
+            f"{len({p['index'] for p in problems})} of {len(items)} events are invalid;"
+            " nothing was accepted",
+            details=problems,
+        ) from None
+    if not events:
+        raise Rejected(Reason.EMPTY_BODY, "the body holds no events")
+    return events, orjson.dumps(items)
+
+
+def _too_many(n: int, limit: int) -> Rejected:
+    return Rejected(Reason.TOO_MANY_EVENTS, f"{n} events in one request; the limit is {limit}")
+
+
 def make_route(edge: Edge):
     settings = edge.settings
 
@@ -106,23 +145,9 @@ def make_route(edge: Edge):
             body = await read_decoded_body(
                 request, settings.max_body_bytes, settings.max_body_bytes
             )
-            items = parse_events_body(body, request.headers.get("content-type", ""))
-            if len(items) > settings.max_events_per_request:
-                raise Rejected(
-                    Reason.TOO_MANY_EVENTS,
-                    f"{len(items)} events in one request; the limit is "
-                    f"{settings.max_events_per_request}",
-                )
-            try:
-                events = EVENTS.validate_python(items)
-            except ValidationError as e:
-                problems = [p.model_dump() for p in problems_of(e)]
-                raise Rejected(
-                    Reason.INVALID_EVENTS,
-                    f"{len({p['index'] for p in problems})} of {len(items)} events are invalid;"
-                    " nothing was accepted",
-                    details=problems,
-                ) from None
+            events, payload = validated_events(
+                body, request.headers.get("content-type", ""), settings.max_events_per_request
+            )
             too_old = retention_problems(events, project.retention_days)
             if too_old:
                 raise Rejected(
@@ -131,7 +156,6 @@ def make_route(edge: Edge):
                     "nothing was accepted",
                     details=too_old,
                 )
-            payload = orjson.dumps([ev.model_dump(mode="json", exclude_none=True) for ev in events])
             first = events[0]
             entry_id, resent = await edge.enqueue_once(
                 KIND,

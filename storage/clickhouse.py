@@ -223,7 +223,9 @@ class ChdbClickHouse:
         if not rows:
             return 0
         try:
-            body = b"\n".join(orjson.dumps(r) for r in rows)
+            # One JSON array (JSONEachRow reads `[{...},{...}]` too): a single orjson call
+            # instead of one per row, several times cheaper on wide rows.
+            body = orjson.dumps(rows if isinstance(rows, list) else list(rows))
         except TypeError as e:  # e.g. "Integer exceeds 64-bit range": the rows themselves
             raise StorageError(str(e), permanent=True) from e
         # A plain INSERT with the rows inline, not chDB's streaming insert: send_insert()/
@@ -406,7 +408,7 @@ class ClickHouseConnect:
                 import gzip
 
                 self.native_fallbacks += 1
-                body = b"\n".join(orjson.dumps(r) for r in rows)
+                body = orjson.dumps(rows if isinstance(rows, list) else list(rows))
                 client.raw_insert(
                     f"{self.database}.{table}",
                     insert_block=gzip.compress(body, 3),

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from weftline.storage.keys import GROUP, KINDS, dlq_stream, in_stream
 
@@ -76,12 +76,22 @@ class AofDisabled(RedisError):
 
 
 class StreamProducer:
+    """Appends entries for the edge. Appends that arrive in the same turn of the event loop
+    travel together: one pipeline of bounded XADDs (and, in waitaof mode, one WAITAOF at
+    its end, on the same connection, which covers every write before it) instead of one
+    round trip each. Each caller still gets its own entry id or error, and is answered
+    only after its entry is in Valkey."""
+
     def __init__(self, client: aioredis.Redis, *, waitaof: bool = False) -> None:
         self.client = client
         self.waitaof = waitaof
         self._aof_checked = -1e9
         self._xadd = client.register_script(BOUNDED_XADD)
         self._xadd_once = client.register_script(IDEMPOTENT_XADD)
+        # A cluster pipeline would split by slot anyway, and refuses EVALSHA: one by one.
+        self._coalesce = not is_cluster(client)
+        self._pending: list[tuple[str, list[bytes | str | int], asyncio.Future[str]]] = []
+        self._sending: set[asyncio.Task[None]] = set()  # held: the loop keeps weak refs
 
     async def add(self, stream: str, fields: Mapping[str, bytes | str | int], budget: int) -> str:
         """Append one entry; returns its id. Raises BacklogFull, or redis errors when
@@ -90,11 +100,70 @@ class StreamProducer:
         args: list[bytes | str | int] = [budget]
         for k, v in fields.items():
             args.extend((k, v))
+        if self._coalesce:
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[str] = loop.create_future()
+            self._pending.append((stream, args, fut))
+            if len(self._pending) == 1:
+                loop.call_soon(self._flush)
+            return await fut
         entry_id = await self._xadd(keys=[stream], args=args)
         if entry_id is None:
             raise BacklogFull(stream)
         await self._wait_fsync()
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def _flush(self) -> None:
+        group, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._send(group))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(
+        self, group: list[tuple[str, list[bytes | str | int], asyncio.Future[str]]]
+    ) -> None:
+        try:
+            replies = await self._pipeline(group)
+        except Exception as e:  # nothing came back: every caller in the group sees it
+            for *_, fut in group:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        for (stream, _, fut), reply in zip(group, replies, strict=True):
+            if fut.done():
+                continue  # the caller went away (client disconnected)
+            if isinstance(reply, Exception):
+                fut.set_exception(reply)
+            elif reply is None:
+                fut.set_exception(BacklogFull(stream))
+            else:
+                fut.set_result(reply.decode() if isinstance(reply, bytes) else str(reply))
+
+    async def _pipeline(
+        self, group: list[tuple[str, list[bytes | str | int], asyncio.Future[str]]]
+    ) -> list[object]:
+        """One reply per entry: its id, None when the backlog is full, or its error. A
+        missing script (Valkey restarted) is loaded and the group sent again: an EVALSHA
+        that found no script appended nothing."""
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for stream, args, _ in group:
+                pipe.evalsha(self._xadd.sha, 1, stream, *args)
+            if self.waitaof:
+                pipe.execute_command("WAITAOF", 1, 0, 1000)
+            replies = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                self._xadd.sha = await self.client.script_load(BOUNDED_XADD)
+                continue
+            break
+        if self.waitaof:
+            fsync = replies.pop()
+            # the entries are in Valkey either way: a late fsync never fails the request
+            if isinstance(fsync, Exception):
+                log.warning("WAITAOF failed after an append: %s", fsync)
+            elif int(fsync[0]) < 1:  # type: ignore[index]
+                await self._wait_fsync()
+        return replies
 
     async def add_once(
         self,

@@ -34,6 +34,8 @@ def consumer_options(settings: Settings) -> ConsumerOptions:
     return ConsumerOptions(
         batch_size=settings.batch_size,
         batch_max_age_ms=settings.batch_max_age_ms,
+        batch_max_items=settings.batch_max_items,
+        min_flush_interval_ms=settings.min_flush_interval_ms,
         claim_idle_ms=settings.claim_idle_ms,
         max_deliveries=settings.max_deliveries,
         # An idle worker notices a stop within this time (a blocking read is not cut

@@ -143,8 +143,13 @@ class Settings(BaseSettings):
     # entry has not moved for this long: a worker retrying one batch, or no worker at all.
     stream_stall_seconds: float = Field(default=300.0, gt=0)
 
+    # Worker batches: handed on when the stream is idle (not more often than every
+    # min_flush_interval_ms), else up to batch_size entries / batch_max_items items, or
+    # batch_max_age_ms of filling (see enrich/stream_consumer.py).
     batch_size: int = 2000
+    batch_max_items: int = 20_000
     batch_max_age_ms: int = 100
+    min_flush_interval_ms: int = 25
     claim_idle_ms: int = 30_000
     max_deliveries: int = 5
     workers_per_stream: int = 1
