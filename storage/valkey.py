@@ -90,6 +90,7 @@ class StreamProducer:
         self._xadd_once = client.register_script(IDEMPOTENT_XADD)
         # A cluster pipeline would split by slot anyway, and refuses EVALSHA: one by one.
         self._coalesce = not is_cluster(client)
+        self._script_loaded = False
         self._pending: list[tuple[str, list[bytes | str | int], asyncio.Future[str]]] = []
         self._sending: set[asyncio.Task[None]] = set()  # held: the loop keeps weak refs
 
@@ -145,6 +146,9 @@ class StreamProducer:
         """One reply per entry: its id, None when the backlog is full, or its error. A
         missing script (Valkey restarted) is loaded and the group sent again: an EVALSHA
         that found no script appended nothing."""
+        if not self._script_loaded:  # first use: load it rather than fail a first pipeline
+            self._xadd.sha = await self.client.script_load(BOUNDED_XADD)
+            self._script_loaded = True
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             for stream, args, _ in group:
