@@ -133,6 +133,12 @@ def main() -> int:
                 f"{'stored end to end':<36} {events:,.0f} events accepted, backlog drained "
                 f"{drained:.1f} s after the load: {events / took:,.0f} events/s"
             )
+            idle = asyncio.run(freshness(wl.base, wl.key, wl.token, args.fresh_samples, n))
+            out.append(
+                f"{'freshness, no other load':<36} accepted → on the live feed p50 "
+                f"{pct(idle, 0.5) * 1000:.1f} ms, p99 {pct(idle, 0.99) * 1000:.1f} ms "
+                f"(n={len(idle)})"
+            )
             # half the maximum rate in the background while the freshness probe runs
             half: list = []
             bg = threading.Thread(

@@ -589,7 +589,17 @@ class Profile:
         if not exe.exists():
             raise SystemExit(f"--profile needs py-spy: {sys.executable} -m pip install py-spy")
         cmd = ["taskset", "-c", self.cpus.load, str(exe), "record", "-p", str(pid)]
-        cmd += ["-d", str(max(1, int(seconds))), "-r", "100", "-f", "raw", "-o", str(self.path)]
+        cmd += [
+            "-d",
+            str(max(1, int(seconds))),
+            "-r",
+            "100",
+            "-f",
+            "raw",
+            "--gil",
+            "-o",
+            str(self.path),
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def summary(self, top: int = 25) -> str:
@@ -621,7 +631,7 @@ def summarize(path: Path, top: int = 25) -> str:
         leaf[names[-1]] = leaf.get(names[-1], 0) + n
     if not total:
         return "profile: no samples"
-    rows = [f"profile: {total} samples (100 Hz) of the server process"]
+    rows = [f"profile: {total} samples (100 Hz) of the server process (thread holding the GIL)"]
     rows.append("  inclusive:")
     for name, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[: top * 2]:
         if n / total < 0.97:
