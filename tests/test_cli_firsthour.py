@@ -3,6 +3,7 @@ consistent CLI. One `weftline up` serves the tests that need a running server.""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -263,3 +264,73 @@ def test_read_commands_print_tables_with_headers_or_json(server):
     assert wrong.returncode == 2 and "pass --token TOKEN" in one_line(wrong.stderr)
     gone = run("issues", "--url", f"http://127.0.0.1:{free_port()}", *client[2:])
     assert gone.returncode == 3 and "cannot reach Weftline" in one_line(gone.stderr)
+
+
+# ---- operable: metrics of the API and of a worker process, access log ------------------
+
+
+def test_worker_metrics_http_histogram_and_access_log(valkey, tmp_path):
+    env = weftline_env(VALKEY_URL=valkey.url)
+    api_port, metrics_port = free_port(), free_port()
+    api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
+    cfg = tmp_path / "w.toml"
+    key, token = "ab" * 16, "cd" * 20
+    cfg.write_text(
+        f'[[projects]]\nid = 1\nname = "p"\npublic_key = "{key}"\nquery_token = "{token}"\n'
+    )
+    common = ["--config", str(cfg), "--data-dir", str(tmp_path / "data")]
+    api = subprocess.Popen(
+        weftline_cmd(
+            "api", *common, "--ingest-only", "--port", str(api_port), "--access-log",
+            "--log-format", "json",
+        ),
+        env=env, cwd=REPO, stdout=api_log.open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        weftline_cmd("worker", *common, "--metrics-port", str(metrics_port)),
+        env=env, cwd=REPO, stdout=worker_log.open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base, metrics = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{metrics_port}/metrics"
+    try:
+        wait_for(lambda: "listening on" in api_log.read_text() or api.poll() is not None, 60)
+        wait_for(lambda: "consumers" in worker_log.read_text() or worker.poll() is not None, 60)
+        assert api.poll() is None and worker.poll() is None, worker_log.read_text()
+        r = httpx.post(
+            f"{base}/api/v1/events?key={key}",
+            json={"type": "agent_state", "agent_id": "m", "status": "idle"},
+            headers={"x-request-id": "req-42"},
+        )
+        assert r.status_code == 202 and r.headers["x-request-id"] == "req-42"
+        assert httpx.get(f"{base}/no/such/path").status_code == 404
+
+        def processed():
+            text = httpx.get(metrics).text
+            return 'weftline_worker_processed_entries_total{kind="agent"} 1.0' in text and text
+
+        text = wait_for(processed, 30)
+        assert "process_cpu_seconds_total" in text and "process_resident_memory_bytes" in text
+        api_text = httpx.get(f"{base}/metrics").text
+        assert (
+            'weftline_http_request_duration_seconds_count{method="POST",'
+            'route="/api/v1/events",status="202"} 1.0'
+        ) in api_text
+        assert 'route="unmatched",status="404"' in api_text and "/no/such/path" not in api_text
+        assert "process_open_fds" in api_text
+        # The pipeline dashboard's worker panels query series this process serves.
+        from weftline.dashboards.grafana.check import load_dashboards
+
+        pipeline = next(d for d in load_dashboards() if "pipeline" in d["uid"])
+        exprs = " ".join(
+            t.get("expr", "") for p in pipeline["panels"] for t in p.get("targets", [])
+        )
+        assert "weftline_worker_processed_entries_total" in exprs
+        lines = [json.loads(x) for x in api_log.read_text().splitlines() if x.startswith("{")]
+        access = [x for x in lines if x["logger"] == "weftline.access"]
+        hit = next(x for x in access if x.get("request_id") == "req-42")
+        assert hit["route"] == "/api/v1/events" and hit["status"] == 202
+        assert all(key not in json.dumps(x) for x in access)  # nor is `?key=` logged
+    finally:
+        for p in (api, worker):
+            p.send_signal(signal.SIGTERM)
+        for p in (api, worker):
+            p.wait(40)

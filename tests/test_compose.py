@@ -135,3 +135,21 @@ def test_grafana_mounts_match_the_provisioning_layout():
     scrape = yaml.safe_load((REPO / src).read_text())["scrape_configs"][0]
     assert scrape["dns_sd_configs"][0]["names"] == ["api"] and "api" in services
     assert grafana["environment"]["WEFTLINE_PROMETHEUS_URL"] == "http://prometheus:9090"
+
+
+def test_prometheus_scrapes_every_api_and_worker():
+    services = load()["services"]
+    src = services["prometheus"]["volumes"][0].split(":")[0]
+    jobs = yaml.safe_load((REPO / src).read_text())["scrape_configs"]
+    scraped = {
+        name: sd["port"] for job in jobs for sd in job["dns_sd_configs"] for name in sd["names"]
+    }
+    parser = build_parser()
+    for name, svc in services.items():
+        if svc.get("build") != "." or svc["command"][0] not in ("api", "worker"):
+            continue
+        args = parser.parse_args(svc["command"])
+        port = args.port if args.command == "api" else args.metrics_port
+        assert scraped.get(name) == port, (name, port, scraped)
+        if args.command == "worker":
+            assert args.metrics_host == "0.0.0.0"  # reachable from the prometheus container

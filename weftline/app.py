@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -34,6 +35,7 @@ from weftline.ingest.edge import Edge
 from weftline.ingest.openreplay import OpenReplayIngest
 from weftline.ingest.sentry import SentryIngest
 from weftline.ingest.sourcemaps import SourcemapUpload
+from weftline.logs import RequestMetrics
 from weftline.openapi import openapi_document
 from weftline.ops import Ops
 from weftline.storage.clickhouse import ClickHouse, clickhouse_from_settings
@@ -184,6 +186,11 @@ def create_app(
             on_stored=lambda project_id: forget_sourcemap_misses(runtime, project_id),
         ).routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    # Outermost: it times every request, errors included, and tags it with a request id.
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestMetrics, access=settings.access_log)],
+    )
     app.state.runtime = runtime
     return app

@@ -22,6 +22,7 @@ from weftline.cli_args import (
 )
 from weftline.cli_args import settings_from_args as _settings
 from weftline.ground.config import Settings, ensure_demo_project
+from weftline.logs import setup_logging
 
 log = logging.getLogger("weftline")
 
@@ -43,7 +44,19 @@ def _common(p: argparse.ArgumentParser, http: bool = True, client: bool = False)
         choices=["debug", "info", "warning", "error"],
         help="least severe log lines shown on stderr (default: info)",
     )
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text (default) or json: one JSON object per log line",
+    )
     p.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    if http and not client:
+        p.add_argument(
+            "--access-log",
+            action="store_true",
+            help="log every HTTP request (method, path, status, duration, request id)",
+        )
 
 
 def _banner(settings: Settings, mode: str) -> str:
@@ -134,6 +147,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from weftline.embedded import DataFolderInUse, DataFolderLock, EmbeddedValkey, port_in_use
 
     settings = _settings(args)
+    settings.access_log = settings.access_log or args.access_log
     url = f"http://{settings.host}:{settings.port}"
     # Before anything starts or stops: a second `up` on this folder must leave the first
     # one's Valkey and chDB alone.
@@ -194,6 +208,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from weftline.app import create_app
 
     settings = _settings(args)
+    settings.access_log = settings.access_log or args.access_log
     url = _need_valkey(settings, "api")
     _check_port(settings)
     app = create_app(settings, url, run_workers=False, open_storage=not args.ingest_only)
@@ -209,6 +224,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     url = _need_valkey(settings, "worker")
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from weftline.embedded import port_in_use
+        from weftline.ground.metrics import REGISTRY
+
+        if port_in_use(args.metrics_host, args.metrics_port):
+            raise CliError(
+                f"{args.metrics_host}:{args.metrics_port} is already in use; choose another "
+                "with --metrics-port"
+            )
+        # A thread of its own: the counters of this process (processed entries, inserts,
+        # process_*), for Prometheus to scrape beside the API's.
+        start_http_server(args.metrics_port, args.metrics_host, registry=REGISTRY)
+        print(
+            f"weftline worker: metrics on http://{args.metrics_host}:{args.metrics_port}/metrics",
+            flush=True,
+        )
     ch = clickhouse_from_settings(settings)
     migrate(ch, log.info)
 
@@ -463,6 +496,16 @@ def build_parser() -> argparse.ArgumentParser:
         "finishes the batch in hand. Embedded chDB allows one worker per data folder.",
     )
     _common(p, http=False)
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics of this worker on this port (default: not served)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 in a container)",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser(
@@ -556,15 +599,7 @@ def _stdout_gone() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, getattr(args, "log_level", "info").upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
-    if getattr(args, "log_level", "info") != "debug":
-        # Their retry warnings repeat what the one-line error says.
-        for name in ("urllib3", "urllib3.connectionpool", "clickhouse_connect"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    setup_logging(getattr(args, "log_level", "info"), getattr(args, "log_format", "text"))
     debug = getattr(args, "debug", False)
     try:
         return args.func(args)

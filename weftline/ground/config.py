@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     # Bearer token of the admin endpoint (read-only SQL over every project, used by
     # `weftline query` and friends). Unset: made once and kept in <data_dir>/admin-token.
     admin_token: str | None = Field(default=None, min_length=16)
+    # One log line per HTTP request (logger weftline.access: method, path without the
+    # query string, status, duration, request id); `--access-log` turns it on.
+    access_log: bool = False
 
     # Live readers (GET /api/v1/live, SSE): one Valkey subscription per process fanned out
     # to them; at most this many streams in all (503 beyond) and per query token (429),

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -192,5 +199,20 @@ SOURCEMAP_CACHE = Counter(
     "weftline_sourcemap_cache",
     "Source map cache lookups in the Sentry worker (hit | miss)",
     ["result"],
+    registry=REGISTRY,
+)
+
+# The process itself (process_cpu_seconds_total, process_resident_memory_bytes,
+# process_open_fds, …, python_info), as every Prometheus client exposes by default; our
+# registry is our own, so they are registered here.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+HTTP_REQUEST_SECONDS = Histogram(
+    "weftline_http_request_duration_seconds",
+    "HTTP requests by route template (`/api/v1/issues/{group_id}`, `unmatched` for no route),"
+    " method and status code",
+    ["route", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
