@@ -223,3 +223,98 @@ def count_rows(ch: ClickHouse, table: str, project_id: int, where: str = "") -> 
         {"project": project_id},
     )
     return int(rows[0]["n"])
+
+
+def event_of_issue(
+    ch: ClickHouse, project_id: int, group_id: str, event_id: str
+) -> dict[str, Any] | None:
+    """One event of the issue (None when the id belongs to another issue)."""
+    rows = ch.query(
+        f"SELECT {ERROR_COLUMNS} FROM {ch.database}.sentry_errors FINAL"
+        " WHERE project_id = {project:UInt32} AND group_id = {group:String}"
+        " AND event_id = {event:String} LIMIT 1",
+        {"project": project_id, "group": group_id, "event": event_id},
+    )
+    return rows[0] if rows else None
+
+
+def event_neighbors(
+    ch: ClickHouse, project_id: int, group_id: str, timestamp: str, event_id: str
+) -> dict[str, str | None]:
+    """The issue's events just before and after this one (by time, then id)."""
+    db = ch.database
+    params = {"project": project_id, "group": group_id, "ts": timestamp, "event": event_id}
+    base = (
+        f"SELECT event_id FROM {db}.sentry_errors FINAL"
+        " WHERE project_id = {project:UInt32} AND group_id = {group:String}"
+    )
+    prev = ch.query(
+        base + " AND (timestamp, event_id) < ({ts:DateTime64(3)}, {event:String})"
+        " ORDER BY timestamp DESC, event_id DESC LIMIT 1",
+        params,
+    )
+    nxt = ch.query(
+        base + " AND (timestamp, event_id) > ({ts:DateTime64(3)}, {event:String})"
+        " ORDER BY timestamp, event_id LIMIT 1",
+        params,
+    )
+    return {
+        "previous": prev[0]["event_id"] if prev else None,
+        "next": nxt[0]["event_id"] if nxt else None,
+    }
+
+
+def tag_distribution(
+    ch: ClickHouse, project_id: int, group_id: str, top: int = 5
+) -> list[dict[str, Any]]:
+    """Per tag key (the event's tags plus release, environment, level, user), its most
+    frequent values across the issue's events with their counts."""
+    rows = ch.query(
+        "SELECT key, value, uniqExact(event_id) AS n FROM ("
+        " SELECT event_id, arrayConcat(mapKeys(tags),"
+        "  ['release', 'environment', 'level', 'user', 'server_name']) AS ks,"
+        "  arrayConcat(mapValues(tags), [release, environment, level,"
+        "  if(user_id != '', user_id, if(user_email != '', user_email, user_ip)),"
+        "  server_name]) AS vs"
+        f" FROM {ch.database}.sentry_errors FINAL"
+        " WHERE project_id = {project:UInt32} AND group_id = {group:String})"
+        " ARRAY JOIN ks AS key, vs AS value WHERE value != ''"
+        " GROUP BY key, value ORDER BY key, n DESC, value",
+        {"project": project_id, "group": group_id},
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        t = out.setdefault(r["key"], {"key": r["key"], "total": 0, "values": []})
+        t["total"] += int(r["n"])
+        if len(t["values"]) < top:
+            t["values"].append({"value": r["value"], "count": int(r["n"])})
+    for t in out.values():
+        for v in t["values"]:
+            v["percent"] = round(v["count"] * 100 / t["total"]) if t["total"] else 0
+    return list(out.values())
+
+
+def session_error_times(
+    ch: ClickHouse, project_id: int, group_id: str, session_ids: list[str]
+) -> dict[str, str]:
+    """When the issue first happened in each of these sessions (an event tagged with the
+    session, or linked to it)."""
+    db = ch.database
+    rows = ch.query(
+        "SELECT session_id, min(ts) AS ts FROM ("
+        " SELECT openreplay_session_id AS session_id, timestamp AS ts"
+        f" FROM {db}.sentry_errors FINAL"
+        " WHERE project_id = {p:UInt32} AND group_id = {g:String}"
+        " AND has({s:Array(String)}, openreplay_session_id)"
+        " UNION ALL"
+        " SELECT l.session_id AS session_id, e.timestamp AS ts"
+        f" FROM {db}.links AS l INNER JOIN (SELECT event_id, trace_id, timestamp"
+        f"  FROM {db}.sentry_errors FINAL"
+        "  WHERE project_id = {p:UInt32} AND group_id = {g:String}) AS e"
+        " ON l.target_id = e.event_id"
+        " WHERE l.project_id = {p:UInt32} AND l.kind = 'error'"
+        " AND has({s:Array(String)}, l.session_id)"
+        ") GROUP BY session_id",
+        {"p": project_id, "g": group_id, "s": session_ids},
+    )
+    return {r["session_id"]: r["ts"] for r in rows}

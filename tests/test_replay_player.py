@@ -47,16 +47,22 @@ SENTRY_APP = """
 import sys
 import sentry_sdk
 
-def send_error():
+def send_error(order_id):
+    basket = {"order": order_id, "items": 3}
     try:
-        {}["missing_key"]
+        basket["missing_key"]
     except KeyError as e:
         sentry_sdk.capture_exception(e)
 
-sentry_sdk.init(dsn=sys.argv[1], default_integrations=False, release="shop@1.4.2")
-sentry_sdk.set_user({"id": "sentry-user-7"})
+sentry_sdk.init(dsn=sys.argv[1], default_integrations=False, release="shop@1.4.2",
+                environment="production")
+sentry_sdk.set_user({"id": "sentry-user-7", "email": "grace@example.com"})
 sentry_sdk.set_tag("openReplaySession.id", sys.argv[2])
-send_error()
+sentry_sdk.set_context("checkout", {"step": "payment", "basket_size": 3})
+for n in range(2):
+    sentry_sdk.set_tag("attempt", str(n))
+    sentry_sdk.add_breadcrumb(category="ui.click", message=f"Buy now #{n}")
+    send_error(1000 + n)
 sentry_sdk.flush(timeout=10)
 """
 
@@ -303,11 +309,10 @@ def test_replay_matches_the_live_page_and_runs_nothing(
     assert sid in sessions(user_id="e2e-user")
     assert sid not in sessions(user_id="sentry-user-7")
     host = app.url.split("//")[1]
-    subprocess.run(
-        [sys.executable, "-c", SENTRY_APP, f"http://{project.public_key}@{host}/{project.id}", sid],
-        check=True,
-        timeout=60,
-    )
+    app_file = tmp_path / "shop_app.py"  # a file, so frames carry their source lines
+    app_file.write_text(SENTRY_APP)
+    dsn = f"http://{project.public_key}@{host}/{project.id}"
+    subprocess.run([sys.executable, str(app_file), dsn, sid], check=True, timeout=60)
     wait_for(lambda: sid in sessions(user_id="sentry-user-7"), timeout=30)
     assert sid not in sessions(errors_only="true")  # no tracker exception in this one
     one = http.get(
@@ -335,4 +340,44 @@ def test_replay_matches_the_live_page_and_runs_nothing(
     assert "KeyError" in ui.text_content("#trace-events")
     assert "send_error" in ui.text_content("#trace-events .frames")
     ui.screenshot(path=str(shots / "trace-of-sentry-event.png"))
+
+    # The issue page at Sentry's depth.
+    ui.goto(f"{app.url}/ui/sessions/{sid}")
+    ui.click(".tab-pane[data-pane=all] li.kind-error .title a")
+    ui.wait_for_selector("#stacktrace")
+    stack = ui.text_content("#stacktrace")
+    assert "KeyError" in stack and "send_error" in stack
+    assert 'basket["missing_key"]' in ui.text_content("#stacktrace .hl")  # context line
+    assert "sentry_sdk.capture_exception(e)" in ui.text_content("#stacktrace pre.src")
+    ui.click("#stacktrace .vars summary")
+    assert "order_id" in ui.text_content("#stacktrace .vars")  # local variables
+    assert "Buy now" in ui.text_content("#breadcrumbs")
+    assert ui.text_content("#release") == "shop@1.4.2"
+    assert ui.text_content("#environment") == "production"
+    assert "sentry-user-7" in ui.text_content("#user")
+    contexts = ui.text_content("#contexts")
+    assert "checkout" in contexts and "payment" in contexts and "trace_id" in contexts
+    dist = ui.text_content("#tag-distribution")
+    assert "attempt" in dist and "50%" in dist and "shop@1.4.2" in dist and "100%" in dist
+    assert ui.locator("#histogram .hbar").count() == 24
+    link = ui.locator("#issue-sessions a.replay-link")
+    assert f"/ui/sessions/{sid}?t=" in link.get_attribute("href")
+    first_event = ui.text_content("#event-id")
+    ui.click("#prev-event")
+    assert ui.text_content("#event-id") != first_event
+    ui.click("#next-event")
+    assert ui.text_content("#event-id") == first_event
+    ui.screenshot(path=str(shots / "issue.png"), full_page=True)
+    ui.click("#issue-status button[value=resolved]")
+    assert ui.text_content("#status").startswith("resolved")
+    ui.click("#issue-status button[value=unresolved]")
+    assert ui.text_content("#status").startswith("unresolved")
+    # The replay link opens the player at the error's moment.
+    href = link.get_attribute("href")
+    ui.goto(app.url + href)
+    ui.wait_for_selector("#replay.rp-ready", timeout=15_000)
+    t = float(href.split("t=")[1])
+    now, length = ui.evaluate("() => [window.weftlinePlayer.time, window.weftlinePlayer.duration]")
+    # The Sentry event came after the recording's last frame: the player stops at its end.
+    assert abs(now / 1000 - min(t, length / 1000)) < 0.05
     ctx.close()

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from weftline.dashboards.debug.api import parse_time
+from weftline.dashboards.debug.issue_page import issue_context
 from weftline.dashboards.debug.replay import replay_document
 from weftline.dashboards.debug.session_page import session_context
 from weftline.dashboards.debug.traces_api import build_tree, trace_filter, trace_sessions
@@ -62,6 +63,7 @@ class Ui:
             Route("/ui/static/{name}", self.static, methods=["GET"]),
             Route("/ui/issues", self.issues, methods=["GET"]),
             Route("/ui/issues/{group_id}", self.issue, methods=["GET"]),
+            Route("/ui/issues/{group_id}/status", self.issue_status, methods=["POST"]),
             Route("/ui/traces", self.traces, methods=["GET"]),
             Route("/ui/traces/{trace_id}", self.trace, methods=["GET"]),
         ]
@@ -195,26 +197,29 @@ class Ui:
             return RedirectResponse("/ui/login", status_code=303)
         if self.ch is None:
             return HTMLResponse("ClickHouse is not available in this process", status_code=503)
-        gid = request.path_params["group_id"]
-        issue = await asyncio.to_thread(sentry_queries.get_issue, self.ch, project.id, gid)
-        if issue is None:
+        gid = request.path_params["group_id"][:64]
+        ctx = await asyncio.to_thread(
+            issue_context, self.ch, project.id, gid, request.query_params.get("event", "")[:64]
+        )
+        if ctx is None:
             return HTMLResponse("No such issue", status_code=404)
-        latest = await asyncio.to_thread(sentry_queries.latest_event, self.ch, project.id, gid)
-        sessions = await asyncio.to_thread(
-            timeline_queries.sessions_of_issue, self.ch, project.id, gid
-        )
-        exceptions = orjson.loads(latest["exceptions"]) if latest and latest["exceptions"] else []
-        return self._render(
-            request,
-            "issue.html",
-            {
-                "project": project,
-                "issue": issue,
-                "latest": latest,
-                "sessions": sessions,
-                "exceptions": exceptions,
-            },
-        )
+        return self._render(request, "issue.html", {"project": project, **ctx})
+
+    async def issue_status(self, request: Request) -> Response:
+        """Resolve / ignore / unresolve from the issue page (a form POST)."""
+        project = self._project(request)
+        if project is None:
+            return RedirectResponse("/ui/login", status_code=303)
+        if self.ch is None:
+            return HTMLResponse("ClickHouse is not available in this process", status_code=503)
+        gid = request.path_params["group_id"][:64]
+        status = str((await request.form()).get("status", ""))
+        if status not in sentry_queries.STATUSES:
+            return HTMLResponse("status must be resolved, ignored or unresolved", status_code=400)
+        if await asyncio.to_thread(sentry_queries.get_issue, self.ch, project.id, gid) is None:
+            return HTMLResponse("No such issue", status_code=404)
+        await asyncio.to_thread(sentry_queries.set_status, self.ch, project.id, gid, status)
+        return RedirectResponse(f"/ui/issues/{gid}", status_code=303)
 
     async def traces(self, request: Request) -> Response:
         project = self._project(request)
