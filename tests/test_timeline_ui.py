@@ -275,4 +275,4 @@ def test_cli_prints_session_trace_and_issues(timeline_server):
     assert out.splitlines()[0].startswith(f"trace {TRACE}: 2 spans")
     assert "  session sess-1  (span attribute session.id)" in out
     assert "  api: POST /api/run" in out  # the child is indented under its parent
-    assert run_weftline("issues", *common).startswith("0 issues")
+    assert run_weftline("issues", *common).splitlines()[-1] == "0 issues"  # under its header
