@@ -7,13 +7,14 @@ key has been checked."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import threading
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -60,7 +61,19 @@ INLINE_COMPRESSED_BYTES = 1024
 async def decompress_off_loop(body: bytes, encoding: str | None, limit: int) -> bytes:
     if _identity(encoding) or len(body) <= INLINE_COMPRESSED_BYTES:
         return decompress(body, encoding, limit)
-    return await asyncio.to_thread(decompress, body, encoding, limit)
+    return await off_loop(decompress, body, encoding, limit)
+
+
+# Inflating and parsing request bodies get threads of their own, and only this many: a
+# burst of bombs queues here instead of taking every core from the event loop (or the
+# default executor's threads from the workers' ClickHouse calls).
+BODY_THREADS = 2
+_BODY_EXECUTOR = ThreadPoolExecutor(BODY_THREADS, thread_name_prefix="weftline-body")
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in a body thread (for work that leaves the GIL now and then)."""
+    return await asyncio.get_running_loop().run_in_executor(_BODY_EXECUTOR, fn, *args)
 
 
 def _identity(encoding: str | None) -> bool:
@@ -172,12 +185,24 @@ _POOL: ProcessPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
+def _lower_priority() -> None:
+    # The parse process yields the CPU to the edge: a body of millions of empty spans
+    # costs seconds of parsing, which must not take the core the event loop needs.
+    with contextlib.suppress(OSError):
+        os.nice(10)
+
+
 def _pool() -> ProcessPoolExecutor:
+    """One process: on a 2-core machine a second one would leave the loop no core while
+    two large bodies are parsed (large bodies queue behind each other instead)."""
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            workers = max(1, min(2, os.cpu_count() or 1))
-            _POOL = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            _POOL = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_lower_priority,
+            )
         return _POOL
 
 

@@ -20,7 +20,6 @@ value, buckets that do not match their bounds), with the reasons.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 import orjson
@@ -43,7 +42,7 @@ from weftline.ground.metrics import OTLP_REJECTED_RECORDS, REJECTED
 from weftline.ground.rejections import Reason
 from weftline.ingest.cors import add_cors, origin_allowed, preflight
 from weftline.ingest.edge import Edge, Rejected
-from weftline.ingest.limits import read_decoded_body, run_isolated
+from weftline.ingest.limits import off_loop, read_decoded_body, run_isolated
 
 KIND = "otlp"
 PROTOBUF = "application/x-protobuf"
@@ -227,7 +226,7 @@ async def checked(
 ) -> tuple[bytes, int, Counter[str]]:
     args = (signal, body, encoding, settings.otlp_max_records, settings.otlp_max_attributes)
     if len(body) <= INLINE_PARSE_BYTES:
-        verdict = await asyncio.to_thread(check_body, *args)
+        verdict = await off_loop(check_body, *args)
     else:
         verdict = await run_isolated(check_body, *args)
     status, reason, payload, good, problems = verdict

@@ -21,7 +21,6 @@ unmodified SDKs behave as with sentry.io):
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from dataclasses import dataclass
@@ -50,7 +49,13 @@ from weftline.ground.sentry_envelope import (
 )
 from weftline.ingest.cors import add_cors, origin_allowed, preflight
 from weftline.ingest.edge import Edge, Rejected, rejection_response
-from weftline.ingest.limits import decompress_off_loop, first_line, read_body, read_decoded_body
+from weftline.ingest.limits import (
+    decompress_off_loop,
+    first_line,
+    off_loop,
+    read_body,
+    read_decoded_body,
+)
 
 KIND = "sentry"
 PROTOCOL_VERSION = 7
@@ -290,7 +295,7 @@ class SentryIngest:
 
         if len(body) <= INLINE_PARSE_BYTES:
             return parse()
-        return await asyncio.to_thread(parse)
+        return await off_loop(parse)
 
     @staticmethod
     def _path_project(request: Request) -> str:
