@@ -433,6 +433,8 @@ def agents_dashboard() -> Dashboard:
         w=12,
     )
 
+    genai_panels(d)
+
     d.row("React Flow canvas")
     d.sql(
         "timeseries",
@@ -463,6 +465,133 @@ def agents_dashboard() -> Dashboard:
         },
     )
     return d
+
+
+MODEL_OPS = "('chat', 'text_completion', 'generate_content', 'embeddings')"
+
+
+def genai_panels(d: Dashboard) -> None:
+    """Agent runs from OpenTelemetry GenAI spans (genai_spans, agent_runs; migration 0011)
+    and the time agents wait for humans."""
+    d.row("Agent runs (OpenTelemetry GenAI)")
+    # A model call's agent is its own attribute, or that of its run when the request
+    # that carried it held the run too; else the run it sits directly under.
+    d.sql(
+        "timeseries",
+        "Tokens by agent and model",
+        f"""
+        SELECT $__timeInterval(start_time) AS time, concat(agent, ' · ', model) AS agent_model,
+               sum(input_tokens + output_tokens) AS tokens
+        FROM (
+            SELECT g.project_id AS project_id, g.start_time AS start_time,
+                   if(g.agent_name != '', g.agent_name, r.agent_name) AS agent,
+                   if(g.response_model != '', g.response_model, g.request_model) AS model,
+                   g.input_tokens AS input_tokens, g.output_tokens AS output_tokens
+            FROM ${{db}}.genai_spans AS g FINAL
+            LEFT JOIN (
+                SELECT project_id, trace_id, span_id, agent_name FROM ${{db}}.agent_runs FINAL
+                WHERE $__timeFilter(start_time)
+            ) AS r ON r.project_id = g.project_id AND r.trace_id = g.trace_id
+                  AND r.span_id = g.parent_span_id
+            WHERE $__timeFilter(g.start_time) AND g.operation IN {MODEL_OPS}
+        )
+        WHERE {PROJECT}
+        GROUP BY time, agent_model ORDER BY time
+        """,
+        w=12,
+        custom=BARS,
+        description="Input + output tokens of the model calls, by agent and model.",
+    )
+    d.sql(
+        "timeseries",
+        "Agent runs per minute",
+        f"""
+        SELECT $__timeInterval(start_time) AS time, agent_name,
+               count() * 60 / $__interval_s AS runs_per_minute
+        FROM ${{db}}.agent_runs FINAL
+        WHERE $__timeFilter(start_time) AND {PROJECT}
+        GROUP BY time, agent_name ORDER BY time
+        """,
+        w=6,
+    )
+    d.sql(
+        "timeseries",
+        "p95 run duration",
+        f"""
+        SELECT $__timeInterval(start_time) AS time, agent_name,
+               quantile(0.95)(duration_ns / 1e6) AS p95_ms
+        FROM ${{db}}.agent_runs FINAL
+        WHERE $__timeFilter(start_time) AND {PROJECT}
+        GROUP BY time, agent_name ORDER BY time
+        """,
+        w=6,
+        unit="ms",
+    )
+    d.sql(
+        "timeseries",
+        "Tool error rate",
+        f"""
+        SELECT $__timeInterval(start_time) AS time, tool_name,
+               countIf(status = 'error') / count() AS error_rate
+        FROM ${{db}}.genai_spans FINAL
+        WHERE $__timeFilter(start_time) AND {PROJECT} AND operation = 'execute_tool'
+        GROUP BY time, tool_name ORDER BY time
+        """,
+        w=8,
+        unit="percentunit",
+    )
+    d.sql(
+        "table",
+        "Runs by agent",
+        f"""
+        SELECT agent_name, count() AS runs, countIf(status = 'error') AS failed,
+               round(quantile(0.95)(duration_ns / 1e6), 1) AS p95_ms,
+               max(start_time) AS last_run
+        FROM ${{db}}.agent_runs FINAL
+        WHERE $__timeFilter(start_time) AND {PROJECT}
+        GROUP BY agent_name ORDER BY runs DESC LIMIT 100
+        """,
+        w=8,
+    )
+    # Questions and reviews closed in the interval, from opened to answered or dismissed,
+    # plus GenAI tool calls that waited for an approval (decision require_approval).
+    d.sql(
+        "timeseries",
+        "Time waiting for humans",
+        f"""
+        SELECT $__timeInterval(closed_at) AS time, agent, sum(waited_s) AS waited_seconds
+        FROM (
+            SELECT project_id, agent_id AS agent, closed_at,
+                   dateDiff('millisecond', opened_at, closed_at) / 1000 AS waited_s
+            FROM (
+                SELECT project_id, JSONExtractString(payload, 'hitl_id') AS hitl_id,
+                       anyIf(agent_id, agent_id != '') AS agent_id,
+                       minIf(ts, status = 'opened') AS opened_at,
+                       maxIf(ts, status IN ('answered', 'dismissed')) AS closed_at,
+                       countIf(status = 'opened') AS opened,
+                       countIf(status IN ('answered', 'dismissed')) AS closed
+                FROM ${{db}}.agent_events FINAL
+                WHERE type = 'hitl' AND hitl_kind IN ('question', 'review')
+                  AND ts >= $__fromTime - INTERVAL 1 DAY AND ts <= $__toTime
+                GROUP BY project_id, hitl_id
+                HAVING opened > 0 AND closed > 0
+            )
+            UNION ALL
+            SELECT project_id, agent_name AS agent,
+                   toDateTime64(start_time, 3)
+                   + toIntervalMillisecond(intDiv(duration_ns, 1000000)) AS closed_at,
+                   duration_ns / 1e9 AS waited_s
+            FROM ${{db}}.genai_spans FINAL
+            WHERE $__timeFilter(start_time) AND operation = 'execute_tool'
+              AND decision = 'require_approval'
+        )
+        WHERE $__timeFilter(closed_at) AND {PROJECT}
+        GROUP BY time, agent ORDER BY time
+        """,
+        w=8,
+        unit="s",
+        custom=BARS,
+    )
 
 
 def traces_dashboard() -> Dashboard:
