@@ -681,6 +681,12 @@ EXTRA_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {"303": {"description": "to the page asked for"}, **_HTML},
     ),
     ("/ui/logout", "get"): _op("Debugging view: log out", [], {"303": {"description": "out"}}),
+    ("/ui/issues/{group_id}/status", "post"): _op(
+        "Debugging view: resolve, ignore or unresolve an issue (form field status)",
+        _UI_LOGIN,
+        {"303": {"description": "back to the issue"}, "400": {"description": "bad status"}},
+        ("group_id",),
+    ),
     ("/ui/static/{name}", "get"): _op(
         "Debugging view: its ES modules and CSS",
         [],
