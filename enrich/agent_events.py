@@ -122,7 +122,9 @@ def decode_agent_entry(
                 metrics={
                     k: float(v) for k in METRIC_FIELDS if (v := getattr(ev.metrics, k)) is not None
                 },
-                heartbeat_ms=int(hb.timestamp() * 1000),
+                # The newest heartbeat wins the agent's state: one from the future would
+                # pin it, so no heartbeat counts as later than its arrival (+ a minute).
+                heartbeat_ms=min(int(hb.timestamp() * 1000), received_ms + MAX_HEARTBEAT_AHEAD_MS),
             )
         elif isinstance(ev, TaskUpdate):
             common.update(
@@ -169,6 +171,7 @@ return 1
 """
 
 STORED_COLUMNS = tuple(f for f in AgentEventRow.__dataclass_fields__ if f not in {"heartbeat_ms"})
+MAX_HEARTBEAT_AHEAD_MS = 60_000
 METRIC_FIELDS = ("total_tasks", "completed_tasks", "cpu_usage", "memory_usage")
 
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import re
 import threading
 import time
 import zlib
@@ -18,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+import orjson
 from starlette.requests import Request
 
 from weftline.ground.rejections import Reason, Rejected
@@ -243,3 +245,72 @@ class RateLimiter:
             return 0.0
         self._buckets[project_id] = (tokens, now)
         return (1.0 - tokens) / rate
+
+
+# Routes that read their body themselves, each with its own bound (read_body,
+# read_decoded_body, the source map upload): the middleware leaves them alone.
+OWN_BODY_ROUTES = re.compile(
+    r"^/(?:ingest/|v1/|api/v1/events$|api/v1/sourcemaps$|api/\d+/(?:envelope|store)/?$)"
+)
+
+
+class BodyLimit:
+    """ASGI middleware: a bound on the body of every other route (API PATCHes, UI forms,
+    admin queries): read up to `limit` bytes, replayed to the route, 413 beyond."""
+
+    def __init__(self, app: Any, limit: int = 1024 * 1024) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or OWN_BODY_ROUTES.match(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        length = headers.get(b"content-length")
+        if length is None and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body
+            return
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._refuse(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._refuse(send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([body], receive), send)
+
+    async def _refuse(self, send: Any) -> None:
+        payload = orjson.dumps(
+            {"error": Reason.BODY_TOO_LARGE, "detail": f"body exceeds {self.limit} bytes"}
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _replay(messages: list[Any], then: Any = None) -> Any:
+    async def receive() -> Any:
+        if messages:
+            return messages.pop(0)
+        if then is not None:
+            return await then()  # after the body: a disconnect, when it comes
+        return {"type": "http.disconnect"}
+
+    return receive

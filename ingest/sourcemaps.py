@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from weftline.ground.metrics import SOURCEMAP_UPLOADS
-from weftline.ground.projects import ApiError, Projects, authorize
+from weftline.ground.projects import ApiError, Projects, authorize, storage_unavailable
 from weftline.ground.rejections import Reason, Rejected
 from weftline.ingest.limits import read_body
 from weftline.storage import sourcemap_store as store
@@ -278,7 +278,7 @@ class SourcemapUpload:
             return ApiError(e.reason, e.message, status=e.status).response()
         except StorageError as e:
             SOURCEMAP_UPLOADS.labels("storage_unavailable").inc()
-            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)[:500]).response()
+            return storage_unavailable(e).response()
         SOURCEMAP_UPLOADS.labels("stored").inc(len(artifacts))
         if self.on_stored is not None:
             self.on_stored(project.id)

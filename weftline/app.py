@@ -32,6 +32,7 @@ from weftline.ground.projects import Projects
 from weftline.ingest import agent_events, otlp
 from weftline.ingest.disk import DiskReserve
 from weftline.ingest.edge import Edge
+from weftline.ingest.limits import BodyLimit
 from weftline.ingest.openreplay import OpenReplayIngest
 from weftline.ingest.sentry import SentryIngest
 from weftline.ingest.sourcemaps import SourcemapUpload
@@ -190,7 +191,12 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestMetrics, access=settings.access_log)],
+        middleware=[
+            Middleware(RequestMetrics, access=settings.access_log),
+            # Every route's body is bounded: the ingest routes by their own readers,
+            # the rest (PATCH, forms, admin) here.
+            Middleware(BodyLimit, limit=settings.max_api_body_bytes),
+        ],
     )
     app.state.runtime = runtime
     return app

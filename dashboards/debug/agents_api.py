@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from weftline.dashboards.debug.agent_runs import build_forest, hitl_intervals, run_summary, run_tree
 from weftline.dashboards.debug.api import parse_limit, parse_time
-from weftline.ground.projects import ApiError, Projects, authorize
+from weftline.ground.projects import ApiError, Projects, authorize, storage_unavailable
 from weftline.ground.rejections import Reason
 from weftline.storage import genai_queries as gq
 from weftline.storage.clickhouse import ClickHouse, StorageError
@@ -110,7 +110,7 @@ class AgentRunsApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
+            return storage_unavailable(e).response()
         return JSONResponse({"project_id": project.id, "agent_name": name, "runs": runs})
 
     async def run(self, request: Request) -> Response:
@@ -121,7 +121,7 @@ class AgentRunsApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
+            return storage_unavailable(e).response()
         if doc is None:
             return ApiError(Reason.NOT_FOUND, "no such agent run").response()
         return JSONResponse({"project_id": project.id, **doc})

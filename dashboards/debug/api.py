@@ -14,13 +14,17 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from weftline.dashboards.debug.live_hub import LiveHub
-from weftline.ground.projects import ApiError, Projects, authorize
+from weftline.ground.projects import ApiError, Projects, authorize, storage_unavailable
 from weftline.ground.rejections import Reason
 from weftline.storage import genai_queries, queries
 from weftline.storage.clickhouse import ClickHouse, StorageError
 from weftline.storage.keys import agent_index_key, agent_state_key
 
 SSE_KEEPALIVE_SECONDS = 15.0
+# What the tables can hold: their TTL and partition keys go through DateTime (UInt32
+# seconds, 1970 to 2106); a time outside would reach ClickHouse as an overflow.
+TIME_MIN = datetime(1970, 1, 1)
+TIME_MAX = datetime(2106, 2, 7)
 
 
 def parse_time(raw: str | None, name: str) -> datetime | None:
@@ -29,12 +33,18 @@ def parse_time(raw: str | None, name: str) -> datetime | None:
         return None
     try:
         if raw.lstrip("-").isdigit():
-            return datetime.fromtimestamp(int(raw) / 1000, UTC).replace(tzinfo=None)
-        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            dt = datetime.fromtimestamp(int(raw) / 1000, UTC)
+        else:
+            dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except (ValueError, OverflowError, OSError):
         raise ApiError(Reason.BAD_PARAMETER, f"{name} must be ISO 8601 or epoch ms") from None
     if dt.tzinfo is not None:
         dt = dt.astimezone(UTC).replace(tzinfo=None)
+    if not TIME_MIN <= dt <= TIME_MAX:
+        raise ApiError(
+            Reason.BAD_PARAMETER,
+            f"{name} must be between {TIME_MIN:%Y-%m-%d} and {TIME_MAX:%Y-%m-%d}",
+        )
     return dt
 
 
@@ -138,7 +148,7 @@ class ReadApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
+            return storage_unavailable(e).response()
         return JSONResponse({"project_id": project.id, "agents": agents})
 
     async def agent_events(self, request: Request) -> Response:
@@ -161,7 +171,7 @@ class ReadApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
+            return storage_unavailable(e).response()
         for r in rows:
             r["payload"] = orjson.loads(r["payload"]) if r.get("payload") else None
         return JSONResponse(

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from weftline.dashboards.debug.api import parse_limit, parse_time
-from weftline.ground.projects import ApiError, Projects, authorize
+from weftline.ground.projects import ApiError, Projects, authorize, storage_unavailable
 from weftline.ground.rejections import Reason
 from weftline.storage import sentry_queries as q
 from weftline.storage import timeline_queries
@@ -61,7 +61,7 @@ class IssuesApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)[:500]).response()
+            return storage_unavailable(e).response()
 
     async def list_issues(self, request: Request) -> Response:
         async def go() -> Response:

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from weftline.dashboards.debug.api import parse_limit, parse_time
 from weftline.dashboards.debug.replay import replay_document
 from weftline.dashboards.debug.timeline import build_timeline
-from weftline.ground.projects import ApiError, Projects, authorize
+from weftline.ground.projects import ApiError, Projects, authorize, storage_unavailable
 from weftline.ground.rejections import Reason
 from weftline.ground.times import api_time
 from weftline.storage import replay_queries
@@ -105,8 +105,8 @@ class SessionsApi:
     def routes(self) -> list[Route]:
         return [
             Route("/api/v1/sessions", self.list, methods=["GET"]),
-            Route("/api/v1/sessions/{session_id}", self.detail, methods=["GET"]),
-            Route("/api/v1/sessions/{session_id}/replay", self.replay, methods=["GET"]),
+            Route("/api/v1/sessions/{session_id:path}/replay", self.replay, methods=["GET"]),
+            Route("/api/v1/sessions/{session_id:path}", self.detail, methods=["GET"]),
         ]
 
     async def replay(self, request: Request) -> Response:
@@ -123,7 +123,7 @@ class SessionsApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
+            return storage_unavailable(e).response()
         return Response(orjson.dumps(doc), media_type="application/json")
 
     def _ch(self) -> ClickHouse:
@@ -154,7 +154,7 @@ class SessionsApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
+            return storage_unavailable(e).response()
         return JSONResponse({"project_id": project.id, "sessions": [session_view(r) for r in rows]})
 
     async def detail(self, request: Request) -> Response:
@@ -176,7 +176,7 @@ class SessionsApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
+            return storage_unavailable(e).response()
         return JSONResponse(
             {
                 "project_id": project.id,

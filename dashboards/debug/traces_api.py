@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from weftline.dashboards.debug.api import parse_limit, parse_time
 from weftline.ground.otlp_wire import hex_id, normalize_status
-from weftline.ground.projects import ApiError, Projects, authorize
+from weftline.ground.projects import ApiError, Projects, authorize, storage_unavailable
 from weftline.ground.rejections import Reason
 from weftline.storage import timeline_queries
 from weftline.storage import trace_queries as tq
@@ -243,7 +243,7 @@ class TracesApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
+            return storage_unavailable(e).response()
         ordered, t0, t1 = build_tree(rows)
         return JSONResponse(
             {
@@ -274,7 +274,7 @@ class TracesApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
+            return storage_unavailable(e).response()
         traces = [
             {
                 "trace_id": r["trace_id"],
@@ -309,7 +309,7 @@ class TracesApi:
         except ApiError as e:
             return e.response()
         except StorageError as e:
-            return ApiError(Reason.STORAGE_UNAVAILABLE, str(e)).response()
+            return storage_unavailable(e).response()
         out = []
         for r in rows:
             out.append(

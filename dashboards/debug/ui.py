@@ -58,8 +58,10 @@ class Ui:
             Route("/ui/login", self.login, methods=["GET", "POST"]),
             Route("/ui/logout", self.logout, methods=["GET"]),
             Route("/ui/", self.sessions, methods=["GET"]),
-            Route("/ui/sessions/{session_id}", self.session, methods=["GET"]),
-            Route("/ui/sessions/{session_id}/replay", self.replay, methods=["GET"]),
+            # Session ids are the clients' strings and may hold '/': the replay route
+            # is tried first, so `a/b/replay` is session `a/b`'s replay.
+            Route("/ui/sessions/{session_id:path}/replay", self.replay, methods=["GET"]),
+            Route("/ui/sessions/{session_id:path}", self.session, methods=["GET"]),
             Route("/ui/static/{name}", self.static, methods=["GET"]),
             Route("/ui/issues", self.issues, methods=["GET"]),
             Route("/ui/issues/{group_id}", self.issue, methods=["GET"]),

@@ -135,6 +135,8 @@ class Settings(BaseSettings):
     # resources), per request; beyond either the request gets 413.
     otlp_max_records: int = Field(default=100_000, ge=1)
     otlp_max_attributes: int = Field(default=1_000_000, ge=1)
+    # Every other route's body (API PATCHes, UI forms, admin queries); 413 beyond.
+    max_api_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Source map uploads (POST /api/v1/sourcemaps): the whole request, maps included.
     sourcemap_max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     backlog_budget: StreamBudget = Field(default_factory=StreamBudget)

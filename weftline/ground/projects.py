@@ -4,6 +4,7 @@ the API routes answer with when the caller may not."""
 from __future__ import annotations
 
 import hmac
+import logging
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -12,6 +13,7 @@ from weftline.ground.config import ProjectConfig
 from weftline.ground.rejections import Reason
 
 INGEST_KEY_HEADER = "x-weftline-key"
+log = logging.getLogger("weftline.api")
 
 
 class Projects:
@@ -51,6 +53,17 @@ def bearer_token(request: Request) -> str | None:
     if scheme.lower() == "bearer" and token:
         return token.strip()
     return request.cookies.get("weftline_token")
+
+
+def storage_unavailable(e: Exception) -> ApiError:
+    """What a read route answers when ClickHouse fails: 503 with a plain message. The
+    storage's own text (SQL, settings, values) goes to the log, never to the caller."""
+    log.warning("read query failed: %s", e)
+    return ApiError(
+        Reason.STORAGE_UNAVAILABLE,
+        "storage is unavailable; retry later",
+        headers={"retry-after": "5"},
+    )
 
 
 class ApiError(Exception):
