@@ -231,7 +231,7 @@ def service_variable() -> dict[str, Any]:
         "Service",
         """
         SELECT DISTINCT service_name FROM ${db}.spans_1m
-        WHERE $__timeFilter(minute) AND project_id IN ($project)
+        WHERE $__timeFilter(minute) AND $__conditionalAll(project_id IN ($project), $project)
         ORDER BY 1
         """,
     )
@@ -243,7 +243,7 @@ def release_variable() -> dict[str, Any]:
         "Release",
         """
         SELECT DISTINCT release FROM ${db}.sentry_errors_1m
-        WHERE $__timeFilter(minute) AND project_id IN ($project)
+        WHERE $__timeFilter(minute) AND $__conditionalAll(project_id IN ($project), $project)
         ORDER BY 1
         """,
     )
@@ -255,7 +255,7 @@ def environment_variable() -> dict[str, Any]:
         "Environment",
         """
         SELECT DISTINCT environment FROM ${db}.sentry_errors_1m
-        WHERE $__timeFilter(minute) AND project_id IN ($project)
+        WHERE $__timeFilter(minute) AND $__conditionalAll(project_id IN ($project), $project)
         ORDER BY 1
         """,
     )
@@ -1265,6 +1265,30 @@ def errors_dashboard() -> Dashboard:
         w=4,
         h=4,
     )
+    # Release health from the SDKs' session updates: single sessions (the last status of
+    # each counts) and pre-aggregated buckets (one count per final status).
+    sessions_where = f"$__timeFilter(started) AND {PROJECT} AND {RELEASE} AND {ENVIRONMENT}"
+    d.sql(
+        "stat",
+        "Crash-free sessions",
+        f"""
+        SELECT 1 - (n_crashed / nullIf(n_total, 0)) AS crash_free
+        FROM (
+            SELECT uniqExactIf(session_id, kind = 'session' AND status = 'crashed')
+                       + sumIf(crashed, kind = 'aggregate') AS n_crashed,
+                   uniqExactIf(session_id, kind = 'session')
+                       + sumIf(exited + errored + crashed + abnormal, kind = 'aggregate')
+                       AS n_total
+            FROM ${{db}}.sentry_sessions FINAL
+            WHERE {sessions_where}
+        )
+        """,
+        w=6,
+        h=4,
+        unit="percentunit",
+        description="Share of the Sentry SDKs' release-health sessions (session and "
+        "aggregate items) that did not crash, in the range; empty without session data.",
+    )
     d.sql(
         "timeseries",
         "Errors per minute by release",
@@ -1343,7 +1367,7 @@ def errors_dashboard() -> Dashboard:
 
 
 def all_dashboards() -> list[Dashboard]:
-    return [
+    dashboards = [
         overview_dashboard(),
         web_dashboard(),
         errors_dashboard(),
@@ -1351,6 +1375,172 @@ def all_dashboards() -> list[Dashboard]:
         traces_dashboard(),
         pipeline_dashboard(),
     ]
+    for d in dashboards:
+        polish(d)
+    return dashboards
+
+
+# ---- polish: descriptions, stat thresholds, links into the debugging view -----------------
+#
+# Applied to every dashboard after it is built, so a panel added later (agents, replay)
+# gets the links for free; tests/test_grafana_dashboards.py fails for a panel without a
+# description or a stat without thresholds.
+
+GREEN, ORANGE, RED, BLUE = "green", "orange", "red", "blue"
+
+
+def _steps(*steps: tuple[float | None, str]) -> dict[str, Any]:
+    return {"mode": "absolute", "steps": [{"value": v, "color": c} for v, c in steps]}
+
+
+COUNT = _steps((None, BLUE))  # a volume: no good or bad, one colour
+ANY_IS_BAD = _steps((None, GREEN), (1, RED))
+# Stat thresholds by title (the same title means the same figure on every dashboard).
+STAT_THRESHOLDS: dict[str, dict[str, Any]] = {
+    "Agent events": COUNT,
+    "Spans": COUNT,
+    "Sessions": COUNT,
+    "Sessions (OpenReplay)": COUNT,
+    "Page views": COUNT,
+    "Errors": _steps((None, GREEN), (1, ORANGE), (100, RED)),
+    "Errors (Sentry)": _steps((None, GREEN), (1, ORANGE), (100, RED)),
+    "Issues seen": _steps((None, GREEN), (1, ORANGE), (20, RED)),
+    "New issues": ANY_IS_BAD,
+    "Regressed issues": ANY_IS_BAD,
+    "Users affected": _steps((None, GREEN), (1, ORANGE), (10, RED)),
+    "Active agents": _steps((None, ORANGE), (1, GREEN)),
+    "Services": COUNT,
+    "Span error ratio": _steps((None, GREEN), (0.01, ORANGE), (0.05, RED)),
+    "Error ratio": _steps((None, GREEN), (0.01, ORANGE), (0.05, RED)),
+    "Task failure ratio": _steps((None, GREEN), (0.05, ORANGE), (0.2, RED)),
+    "Sessions with rage clicks": _steps((None, GREEN), (0.02, ORANGE), (0.1, RED)),
+    "p95 latency (entry spans)": _steps((None, GREEN), (500, ORANGE), (2000, RED)),
+    "Crash-free sessions": _steps((None, RED), (0.99, ORANGE), (0.995, GREEN)),
+}
+
+# Table columns that open a page of the debugging view (`weftline_url` is a dashboard
+# variable: where Weftline's /ui/ is reached from the browser).
+UI_LINKS = {
+    "session_id": ("Open the session's timeline", "/ui/sessions/${__value.raw}"),
+    "group_id": ("Open the issue", "/ui/issues/${__value.raw}"),
+    "trace_id": ("Open the trace", "/ui/traces/${__value.raw}"),
+    "agent_id": ("Open the agent", "/ui/agents/${__value.raw}"),
+    "agent_name": ("Open the agent", "/ui/agents/${__value.raw}"),
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "Agent events": "Agent, task, HITL and canvas events stored in the range.",
+    "Spans": "Spans stored in the range (OTLP and Sentry transactions).",
+    "Span error ratio": "Share of spans with status error in the range.",
+    "p95 latency (entry spans)": "95th percentile duration of entry spans (server spans and "
+    "roots): what callers waited for.",
+    "Active agents": "Agents that sent an event in the range.",
+    "Errors (Sentry)": "Sentry error events stored in the range.",
+    "New issues": "Issues first seen in the range.",
+    "Sessions (OpenReplay)": "OpenReplay tracker sessions started in the range.",
+    "Stored per second by signal": "Rows stored per second, by signal kind.",
+    "p95 latency by service (entry spans)": "95th percentile entry-span duration per service.",
+    "Firing alerts (Weftline evaluator)": "Alert instances the Weftline evaluator has firing "
+    "now, with their labels and since when.",
+    "Page views": "Page loads and route changes seen by the tracker.",
+    "Sessions with rage clicks": "Share of sessions with at least one rage click.",
+    "Sessions started": "Tracker sessions started per interval.",
+    "Sessions by browser": "Sessions in the range by browser (from the user agent).",
+    "Sessions by OS": "Sessions in the range by operating system.",
+    "Sessions by device type": "Sessions in the range by device type.",
+    "LCP, INP and TTFB p75": "75th percentile of the Core Web Vitals over time (the budget "
+    "lines are the 'good' thresholds).",
+    "Page load time (loadEventEnd)": "Page load time percentiles from the tracker's timing.",
+    "CLS p75": "75th percentile Cumulative Layout Shift over time.",
+    "Pages with the most frustration": "Pages with the most rage clicks, dead clicks and "
+    "mouse thrashing.",
+    "Errors": "Sentry error events in the range, for the chosen releases and environments.",
+    "Issues seen": "Distinct issues with an event in the range.",
+    "Regressed issues": "Resolved issues that received an event after they were resolved.",
+    "Users affected": "Distinct users with an error in the range.",
+    "Errors per minute by release": "Error events per minute, one series per release.",
+    "Errors by release": "Error events in the range by release.",
+    "Top issues": "Issues with the most events in the range; the group id opens the issue in "
+    "the debugging view.",
+    "Stuck agents: heartbeat older than $stale_minutes min": "Agents whose last heartbeat is "
+    "older than the chosen minutes while not terminated.",
+    "Task outcomes": "Task state changes per interval by state.",
+    "Task failure ratio": "Failed tasks over finished tasks in the range.",
+    "Task duration": "Task duration percentiles (done and failed tasks).",
+    "Recent task failures": "The latest failed tasks with their error.",
+    "HITL response time (answered)": "How long humans took to answer questions and reviews.",
+    "Open HITL requests": "Human-in-the-loop requests opened and not yet answered or dismissed.",
+    "Agent runs per minute": "GenAI agent runs started per minute, by agent.",
+    "p95 run duration": "95th percentile agent run duration, by agent.",
+    "Tool error rate": "Share of tool calls that failed, by agent.",
+    "Runs by agent": "Agent runs in the range: count, failures, p95 duration, last run; the "
+    "agent name opens the agent in the debugging view.",
+    "Time waiting for humans": "Time agent runs spent waiting for a human answer.",
+    "Canvas interactions by action": "React Flow canvas interactions per interval by action.",
+    "Top canvas actions": "The most frequent canvas actions in the range.",
+    "Services": "Services that sent spans in the range.",
+    "Error ratio": "Share of spans with status error in the range.",
+    "Error ratio by service": "Share of error spans per service over time.",
+    "Spans per second by service": "Spans stored per second, per service.",
+    "Slowest endpoints": "Entry-span names with the highest p95 duration.",
+    "Slowest traces": "The slowest traces in the range; the trace and session ids open the "
+    "debugging view.",
+    "Backlog (accepted, not yet stored)": "Entries accepted into each stream and not yet "
+    "stored (from the API's /metrics).",
+    "Pending and lag": "Entries delivered to a worker but not acknowledged, and entries not "
+    "yet delivered.",
+    "Oldest entry age": "Age of the oldest entry still in each stream.",
+    "Dead-letter queue": "Entries in each dead-letter stream.",
+    "Processed entries per second": "Stream entries stored and acknowledged per second (from "
+    "every worker's /metrics).",
+    "Rejected requests by reason": "Ingest requests refused, by kind and reason.",
+    "Insert latency p95": "95th percentile ClickHouse insert latency by table (workers).",
+    "Insert failures": "Failed ClickHouse inserts per second by table (retried).",
+    "Rows stored per minute by table": "Rows stored per minute, by table.",
+    "Alert transitions": "Alert instances that changed state, newest first.",
+}
+
+
+def weftline_url_variable() -> dict[str, Any]:
+    return {
+        "type": "textbox",
+        "name": "weftline_url",
+        "label": "Weftline URL (for links)",
+        "query": "http://localhost:8700",
+        "current": {"text": "http://localhost:8700", "value": "http://localhost:8700"},
+        "hide": 0,
+    }
+
+
+def polish(d: Dashboard) -> None:
+    if not any(v.get("name") == "weftline_url" for v in d.variables):
+        d.variables.append(weftline_url_variable())
+    for p in d.panels:
+        if p["type"] == "row":
+            continue
+        if not p.get("description") and p["title"] in DESCRIPTIONS:
+            p["description"] = DESCRIPTIONS[p["title"]]
+        defaults = p["fieldConfig"]["defaults"]
+        if p["type"] == "stat" and "thresholds" not in defaults:
+            if p["title"] in STAT_THRESHOLDS:
+                defaults["thresholds"] = STAT_THRESHOLDS[p["title"]]
+                p["options"].setdefault("colorMode", "value")
+        if p["type"] == "table":
+            sql = " ".join(t.get("rawSql", "") for t in p["targets"])
+            for column, (title, path) in UI_LINKS.items():
+                if column not in sql:
+                    continue
+                p["fieldConfig"]["overrides"].append(
+                    {
+                        "matcher": {"id": "byName", "options": column},
+                        "properties": [
+                            {
+                                "id": "links",
+                                "value": [{"title": title, "url": "${weftline_url}" + path}],
+                            }
+                        ],
+                    }
+                )
 
 
 DATASOURCES_YAML = """\

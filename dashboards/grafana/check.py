@@ -119,7 +119,7 @@ def resolve_variables(
         if name in overrides:
             variables[name] = overrides[name]
             continue
-        if v["type"] == "constant":
+        if v["type"] in ("constant", "textbox"):  # a textbox holds its default
             variables[name] = Variable([str(v["query"])])
         elif v["type"] == "custom":
             current = v.get("current", {}).get("value")
