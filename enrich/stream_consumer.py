@@ -28,8 +28,9 @@ from redis.exceptions import RedisError, ResponseError
 
 from weftline.ground.errors import DecodeError
 from weftline.ground.metrics import DEAD_LETTERED, PROCESSED
+from weftline.ground.outcomes import DeadReason, Outcome, count, entry_items
 from weftline.storage.clickhouse import StorageError
-from weftline.storage.keys import GROUP, dlq_stream, in_stream
+from weftline.storage.keys import GROUP, backlog_items_key, dlq_stream, in_stream
 from weftline.storage.valkey import ack_and_delete, ensure_group
 
 log = logging.getLogger("weftline.worker")
@@ -284,11 +285,16 @@ class StreamConsumer:
             bad = {e.id for e, _ in poison}
             decoded = [(e, rows) for e, rows in decoded if e.id not in bad]
         good = [e.id for e, _ in decoded]
+        items = sum(entry_items(e.fields) for e, _ in decoded)
         await self._after_store(decoded, stop)
         await self._retry(
-            stop, "ack", lambda: ack_and_delete(self.client, self.stream, good), decoded
+            stop,
+            "ack",
+            lambda: ack_and_delete(self.client, self.stream, good, items=items),
+            decoded,
         )
         PROCESSED.labels(self.kind).inc(len(good))
+        count(self.kind, Outcome.STORED, items)
         self.stats.batches += 1
         self.stats.entries += len(good)
 
@@ -403,24 +409,29 @@ class StreamConsumer:
                 }
             )
             pipe.xadd(self.dlq, fields, maxlen=DLQ_MAXLEN, approximate=True)
-            DEAD_LETTERED.labels(self.kind, dlq_label(reason)).inc()
         ids = [e.id for e, _ in dead]
         pipe.xack(self.stream, GROUP, *ids)
         pipe.xdel(self.stream, *ids)
+        items = sum(entry_items(e.fields) for e, _ in dead)
+        if items:
+            pipe.decrby(backlog_items_key(self.stream), items)
         await pipe.execute()
+        for entry, reason in dead:  # counted once the move is done, not per attempt
+            DEAD_LETTERED.labels(self.kind, dlq_label(reason)).inc()
+            count(self.kind, Outcome.DEAD_LETTERED, entry_items(entry.fields), dlq_label(reason))
         self.stats.dead += len(dead)
         log.warning("%s worker %s: %d entries dead-lettered", self.kind, self.name, len(dead))
 
 
-def dlq_label(reason: str) -> str:
+def dlq_label(reason: str) -> DeadReason:
     """The metric label of a DLQ reason: a fixed set, never text a client could choose."""
     if reason.startswith("delivered "):
-        return "deliveries"
+        return DeadReason.DELIVERIES
     if reason.startswith("cannot be stored"):
-        return "store"
+        return DeadReason.STORE
     if reason.startswith("decoder failed"):
-        return "decoder_bug"
-    return "decode"
+        return DeadReason.DECODER_BUG
+    return DeadReason.DECODE
 
 
 class _Poison(Exception):

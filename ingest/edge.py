@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from weftline.ground.config import ProjectConfig, Settings
 from weftline.ground.metrics import ACCEPTED, ACCEPTED_ITEMS, DEDUPLICATED, REJECTED
+from weftline.ground.outcomes import Outcome, count
 from weftline.ground.projects import Projects
 from weftline.ground.rejections import Reason, Rejected
 from weftline.ingest.disk import DiskReserve
@@ -24,6 +25,7 @@ from weftline.storage.valkey import BacklogFull, StreamProducer
 
 def rejection_response(kind: str, err: Rejected) -> Response:
     REJECTED.labels(kind, err.reason).inc()
+    count(kind, Outcome.REJECTED, 1, err.reason)
     body: dict[str, Any] = {"error": err.reason, "detail": err.message}
     if err.details is not None:
         body["problems"] = err.details
@@ -142,8 +144,10 @@ class Edge:
             raise self.unavailable(Reason.BUFFER_UNAVAILABLE, f"buffer unavailable: {e}") from None
         finally:
             self.in_flight -= 1
+        count(kind, Outcome.ACCEPTED, items)
         if seen:
             DEDUPLICATED.labels(kind).inc()
+            count(kind, Outcome.DEDUPLICATED, items)
             return entry_id, True
         ACCEPTED.labels(kind).inc()
         ACCEPTED_ITEMS.labels(kind).inc(items)

@@ -10,18 +10,21 @@ from collections.abc import Mapping, Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from weftline.storage.keys import GROUP, KINDS, dlq_stream, in_stream
+from weftline.storage.keys import GROUP, KINDS, backlog_items_key, dlq_stream, in_stream
 
 log = logging.getLogger("weftline.valkey")
 
 # Append only while the stream's backlog is under budget. Entries are deleted
 # once acknowledged, so XLEN is exactly what is accepted and not yet stored.
 # One script keeps check-and-append atomic and a single round trip.
+# KEYS[2] counts the items in the stream's entries (ARGV[2]).
 BOUNDED_XADD = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
   return false
 end
-return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+redis.call('INCRBY', KEYS[2], ARGV[2])
+return id
 """
 
 
@@ -36,8 +39,9 @@ end
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
   return false
 end
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
 redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[2]))
+redis.call('INCRBY', KEYS[3], ARGV[3])
 return {id, 0}
 """
 
@@ -71,6 +75,13 @@ def connect(
     )
 
 
+def _items(fields: Mapping[str, bytes | str | int]) -> int:
+    try:
+        return max(0, int(fields.get("n", 0)))
+    except (TypeError, ValueError):
+        return 0
+
+
 class AofDisabled(RedisError):
     """durability = "waitaof" on a Valkey without AOF: nothing could ever be confirmed."""
 
@@ -98,7 +109,7 @@ class StreamProducer:
         """Append one entry; returns its id. Raises BacklogFull, or redis errors when
         Valkey is unreachable (the edge turns both into 503)."""
         await self._check_aof()
-        args: list[bytes | str | int] = [budget]
+        args: list[bytes | str | int] = [budget, _items(fields)]
         for k, v in fields.items():
             args.extend((k, v))
         if self._coalesce:
@@ -108,7 +119,7 @@ class StreamProducer:
             if len(self._pending) == 1:
                 loop.call_soon(self._flush)
             return await fut
-        entry_id = await self._xadd(keys=[stream], args=args)
+        entry_id = await self._xadd(keys=[stream, backlog_items_key(stream)], args=args)
         if entry_id is None:
             raise BacklogFull(stream)
         await self._wait_fsync()
@@ -152,7 +163,7 @@ class StreamProducer:
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             for stream, args, _ in group:
-                pipe.evalsha(self._xadd.sha, 1, stream, *args)
+                pipe.evalsha(self._xadd.sha, 2, stream, backlog_items_key(stream), *args)
             if self.waitaof:
                 pipe.execute_command("WAITAOF", 1, 0, 1000)
             replies = await pipe.execute(raise_on_error=False)
@@ -180,10 +191,10 @@ class StreamProducer:
         """`add`, unless `idem_key` was seen within the window: then (the original entry
         id, True) and nothing is appended."""
         await self._check_aof()
-        args: list[bytes | str | int] = [budget, window_seconds]
+        args: list[bytes | str | int] = [budget, window_seconds, _items(fields)]
         for k, v in fields.items():
             args.extend((k, v))
-        res = await self._xadd_once(keys=[stream, idem_key], args=args)
+        res = await self._xadd_once(keys=[stream, idem_key, backlog_items_key(stream)], args=args)
         if res is None:
             raise BacklogFull(stream)
         entry_id, seen = res
@@ -251,15 +262,17 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str = GROUP) 
 
 
 async def ack_and_delete(
-    client: aioredis.Redis, stream: str, ids: Sequence[str], group: str = GROUP
+    client: aioredis.Redis, stream: str, ids: Sequence[str], group: str = GROUP, items: int = 0
 ) -> None:
     """Acknowledge and trim in one transaction: an entry leaves the buffer only once
-    it is stored (or dead-lettered)."""
+    it is stored (or dead-lettered); `items` (theirs) leave the stream's item count."""
     if not ids:
         return
     pipe = client.pipeline(transaction=True)
     pipe.xack(stream, group, *ids)
     pipe.xdel(stream, *ids)
+    if items:
+        pipe.decrby(backlog_items_key(stream), items)
     await pipe.execute()
 
 
@@ -272,15 +285,17 @@ async def stream_stats(client: aioredis.Redis, shards: int = 1) -> dict[str, dic
             pipe.xlen(in_stream(kind, shard))
             pipe.xlen(dlq_stream(kind, shard))
             pipe.xrange(in_stream(kind, shard), count=1)
+            pipe.get(backlog_items_key(in_stream(kind, shard)))
     raw = await pipe.execute()
     out: dict[str, dict[str, float]] = {}
     now_ms = time.time() * 1000
     for i, kind in enumerate(KINDS):
-        length = dlq = oldest = pending = lag = 0.0
+        length = dlq = oldest = pending = lag = items = 0.0
         for shard in range(shards):
-            base = 3 * (i * shards + shard)
-            s_len, s_dlq, first = raw[base : base + 3]
+            base = 4 * (i * shards + shard)
+            s_len, s_dlq, first, s_items = raw[base : base + 4]
             length += s_len
+            items += float(s_items or 0)
             dlq += s_dlq
             if first:
                 first_id = first[0][0].decode() if isinstance(first[0][0], bytes) else first[0][0]
@@ -296,6 +311,7 @@ async def stream_stats(client: aioredis.Redis, shards: int = 1) -> dict[str, dic
                     pass
         out[kind] = {
             "backlog": length,
+            "items": items,
             "dlq": dlq,
             "oldest_age_seconds": oldest,
             "pending": pending,

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import wait_for
-from tests.up_process import UpProcess, stored_tasks, task_events
+from tests.up_process import UpProcess, outcome_totals, stored_tasks, task_events, unaccounted
 
 pytestmark = pytest.mark.slow
 
@@ -82,11 +82,16 @@ def test_full_disk_without_reserve_every_2xx_stored_once(small_fs, tmp_path):
             assert accepted > 0, codes
             failures = "weftline_storage_insert_failures_total"
             wait_for(lambda: up.metric(client, failures) > 0, 20)
+            totals = outcome_totals(client.get(f"{up.url}/metrics").text, "agent")
+            assert totals["accepted"] == accepted and totals["in_stream"] > 0
+            assert unaccounted(totals) == 0, totals
             filler.unlink()
             wait_for(
                 lambda: up.metric(client, "weftline_stream_backlog_entries", kind="agent") == 0,
                 40,
             )
+            totals = outcome_totals(client.get(f"{up.url}/metrics").text, "agent")
+            assert totals["stored"] == accepted and unaccounted(totals) == 0, totals
     finally:
         up.ctrl_c()
     stored = stored_tasks(up, "disk")
@@ -138,6 +143,9 @@ def test_disk_reserve_refuses_up_front_then_stores_every_2xx_once(small_fs, tmp_
                 lambda: up.metric(client, "weftline_stream_backlog_entries", kind="agent") == 0,
                 20,
             )
+            totals = outcome_totals(client.get(f"{up.url}/metrics").text, "agent")
+            assert totals["stored"] == 100 and totals["rejected"] == 50
+            assert unaccounted(totals) == 0, totals
     finally:
         up.ctrl_c()
     assert accepted == 100

@@ -108,3 +108,23 @@ def stored_tasks(up: UpProcess, agent: str) -> tuple[int, int]:
         f"WHERE agent_id = '{agent}'"
     )[0]
     return int(row["n"]), int(row["u"])
+
+
+def outcome_totals(metrics_text: str, kind: str) -> dict[str, float]:
+    """Items of one kind by outcome (weftline_items_total), plus `in_stream`
+    (weftline_stream_backlog_items), from a /metrics text."""
+    out: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("weftline_items_total{") and f'kind="{kind}"' in line:
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            out[outcome] = out.get(outcome, 0.0) + float(line.split()[-1])
+        elif line.startswith(f'weftline_stream_backlog_items{{kind="{kind}"}}'):
+            out["in_stream"] = float(line.split()[-1])
+    return out
+
+
+def unaccounted(totals: dict[str, float]) -> float:
+    """accepted − (stored + deduplicated + dead-lettered + still in the stream): 0 when
+    every accepted item has exactly one fate."""
+    fates = ("stored", "deduplicated", "dead_lettered", "in_stream")
+    return totals.get("accepted", 0.0) - sum(totals.get(f, 0.0) for f in fates)

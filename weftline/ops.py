@@ -15,6 +15,7 @@ from weftline.ground.config import Settings
 from weftline.ground.metrics import (
     DLQ_LENGTH,
     REGISTRY,
+    STREAM_ITEMS,
     STREAM_LAG,
     STREAM_LENGTH,
     STREAM_OLDEST_AGE,
@@ -114,6 +115,7 @@ class Ops:
             shards = self.settings.stream_shards
             for kind, s in (await stream_stats(self.client, shards)).items():
                 STREAM_LENGTH.labels(kind).set(s["backlog"])
+                STREAM_ITEMS.labels(kind).set(s["items"])
                 STREAM_PENDING.labels(kind).set(s["pending"])
                 STREAM_LAG.labels(kind).set(s["lag"])
                 STREAM_OLDEST_AGE.labels(kind).set(s["oldest_age_seconds"])

@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from weftline.ground.metrics import ACCEPTED, REJECTED
+from weftline.ground.metrics import ACCEPTED, ITEMS, REJECTED
+from weftline.ground.outcomes import Outcome
 from weftline.storage.keys import KINDS, alert_counters_stream, dlq_stream
 from weftline.storage.valkey import stream_stats
 
@@ -57,13 +58,23 @@ async def _dlq_growth(client: aioredis.Redis, window_s: float) -> list[Sample]:
 
 
 def local_counters() -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {"accepted": {}, "rejected": {}}
+    out: dict[str, dict[str, float]] = {"accepted": {}, "rejected": {}, "unaccounted": {}}
     for key, metric in (("accepted", ACCEPTED), ("rejected", REJECTED)):
         for family in metric.collect():
             for s in family.samples:
                 if s.name.endswith("_total"):
                     kind = s.labels.get("kind", "")
                     out[key][kind] = out[key].get(kind, 0.0) + s.value
+    # Items accepted minus those with a final fate (weftline.ground.outcomes); what is
+    # left must be in the stream.
+    sign = {Outcome.ACCEPTED: 1.0, Outcome.STORED: -1.0, Outcome.DEDUPLICATED: -1.0}
+    sign[Outcome.DEAD_LETTERED] = -1.0
+    for family in ITEMS.collect():
+        for s in family.samples:
+            factor = sign.get(Outcome(s.labels["outcome"]), 0.0)
+            if s.name.endswith("_total") and factor:
+                kind = s.labels["kind"]
+                out["unaccounted"][kind] = out["unaccounted"].get(kind, 0.0) + factor * s.value
     return out
 
 
@@ -106,6 +117,38 @@ async def _rejected_ratio(client: aioredis.Redis, window_s: float) -> list[Sampl
     return out
 
 
+async def _unaccounted(client: aioredis.Redis, window_s: float) -> list[Sample]:
+    """Per kind: accepted − stored − deduplicated − dead-lettered − still in the stream,
+    from each replica's latest counters (0 when nothing is lost; a replica restarted with
+    entries left in the stream makes it negative, never positive)."""
+    since = int((time.time() - max(window_s, 120)) * 1000)
+    entries = await client.xrange(alert_counters_stream(), min=f"{since}-0", max="+")
+    latest: dict[str, dict[str, Any]] = {}
+    for _id, fields in entries:
+        snap = orjson.loads(fields[b"s"])
+        latest[snap["replica"]] = snap
+    if not latest:
+        return []
+    left: dict[str, float] = dict.fromkeys(KINDS, 0.0)
+    for snap in latest.values():
+        for kind, v in snap.get("unaccounted", {}).items():
+            left[kind] = left.get(kind, 0.0) + v
+    stats = await stream_stats(client)
+    return [({"kind": k}, v - stats.get(k, {}).get("items", 0.0)) for k, v in left.items()]
+
+
+def _unaccounted_promql(w: str) -> str:
+    def items(outcome: str) -> str:
+        return f'sum by (kind) (weftline_items_total{{outcome="{outcome}"}})'
+
+    fates = "|".join((Outcome.STORED, Outcome.DEDUPLICATED, Outcome.DEAD_LETTERED))
+    return (
+        f"{items(Outcome.ACCEPTED)} - "
+        f'sum by (kind) (weftline_items_total{{outcome=~"{fates}"}}) - '
+        "max by (kind) (weftline_stream_backlog_items)"
+    )
+
+
 def _ratio_promql(w: str) -> str:
     rej = f"sum by (kind) (increase(weftline_ingest_rejected_requests_total[{w}]))"
     acc = f"sum by (kind) (increase(weftline_ingest_accepted_requests_total[{w}]))"
@@ -132,6 +175,12 @@ NAMED_METRICS: dict[str, NamedMetric] = {
             "entries dead-lettered within the window, per stream",
             lambda w: f"sum by (kind) (increase(weftline_worker_dead_lettered_entries_total[{w}]))",
             _dlq_growth,
+        ),
+        NamedMetric(
+            "unaccounted_items",
+            "accepted items neither stored, deduplicated, dead-lettered nor in the stream",
+            _unaccounted_promql,
+            _unaccounted,
         ),
         NamedMetric(
             "ingest_rejected_ratio",

@@ -25,6 +25,19 @@ ACCEPTED_ITEMS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+ITEMS = Counter(
+    "weftline_items",
+    "Items by kind and outcome (weftline.ground.outcomes): accepted = stored +"
+    " deduplicated + dead_lettered + still in the stream; rejected counts requests",
+    ["kind", "outcome", "reason"],
+    registry=REGISTRY,
+)
+STREAM_ITEMS = Gauge(
+    "weftline_stream_backlog_items",
+    "Items in the entries still in the stream (accepted, not yet stored or dead-lettered)",
+    ["kind"],
+    registry=REGISTRY,
+)
 DEDUPLICATED = Counter(
     "weftline_ingest_deduplicated_requests",
     "Requests resent with an Idempotency-Key already seen: answered with the original"
