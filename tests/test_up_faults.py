@@ -91,24 +91,6 @@ def test_valkey_killed_under_load_is_restarted_and_nothing_is_lost(tmp_path):
     assert "restarting on its AOF" in up.text() and "valkey-server is back" in up.text()
 
 
-def test_ctrl_c_when_idle_is_quick_and_quiet(tmp_path):
-    up = UpProcess(tmp_path / "data", tmp_path / "up.log").start()
-    with httpx.Client(timeout=10) as client:
-        assert up.post_events(client, task_events("idle", 0, 1)).status_code == 202
-        wait_for(
-            lambda: up.metric(client, "weftline_worker_processed_entries_total", kind="agent") == 1
-        )
-    vk = valkey_pid(up.data)
-    took = up.ctrl_c()
-    log = up.text()
-    print(f"idle Ctrl-C took {took:.2f} s")
-    assert took < 2.0, log
-    assert " WARNING " not in log and "Traceback" not in log, log
-    assert log.index("stopping embedded Valkey") > log.index("Ctrl-C stops")
-    wait_for(lambda: not alive(vk), 5)
-    assert stored_tasks(up, "idle") == (1, 1)
-
-
 def test_ctrl_c_under_load_loses_and_doubles_nothing(tmp_path):
     up = UpProcess(tmp_path / "data", tmp_path / "up.log").start()
     accepted: set[str] = set()
@@ -165,7 +147,7 @@ def test_ctrl_c_under_load_loses_and_doubles_nothing(tmp_path):
     assert " WARNING " not in up.text(), up.text()
 
 
-def test_a_second_up_on_the_same_folder_leaves_the_first_alone(tmp_path):
+def test_a_second_up_is_refused_and_an_idle_ctrl_c_is_quick_and_quiet(tmp_path):
     data = tmp_path / "data"
     first = UpProcess(data, tmp_path / "up1.log").start()
     try:
@@ -185,10 +167,23 @@ def test_a_second_up_on_the_same_folder_leaves_the_first_alone(tmp_path):
         assert "starting embedded Valkey" not in out.stdout
         assert valkey_pid(data) == vk and alive(vk)
         with httpx.Client(timeout=10) as client:
-            assert first.post_events(client, task_events("two", 0, 1)).status_code == 202
+            assert first.post_events(client, task_events("idle", 0, 1)).status_code == 202
             assert client.get(f"{first.url}/readyz").status_code == 200
+            wait_for(
+                lambda: (
+                    first.metric(client, "weftline_worker_processed_entries_total", kind="agent")
+                    == 1
+                )
+            )
     finally:
-        first.ctrl_c()
+        took = first.ctrl_c()
+    log = first.text()
+    print(f"idle Ctrl-C took {took:.2f} s")
+    assert took < 2.0, log
+    assert " WARNING " not in log and "Traceback" not in log, log
+    assert log.index("stopping embedded Valkey") > log.index("Ctrl-C stops")
+    wait_for(lambda: not alive(vk), 5)
+    assert stored_tasks(first, "idle") == (1, 1)
 
 
 def test_a_taken_port_is_refused_before_valkey_starts(tmp_path):
@@ -209,3 +204,33 @@ def test_a_taken_port_is_refused_before_valkey_starts(tmp_path):
     assert f"127.0.0.1:{port} is already in use" in out.stderr
     assert "starting embedded Valkey" not in out.stdout
     assert not (data / "valkey").exists()
+
+
+def test_sigkill_mid_load_then_resends_with_keys_store_each_request_once(tmp_path):
+    """`weftline up` SIGKILLed under load; started again on the same folder, the client
+    resends every request that got no 2xx, with the same Idempotency-Key."""
+    data, env = tmp_path / "data", {"WEFTLINE_CLAIM_IDLE_MS": "1000"}
+    up = UpProcess(data, tmp_path / "up1.log", **env).start()
+    n, answered = 300, set()
+    with httpx.Client(timeout=5) as client:
+        for i in range(n):
+            if i == 150:
+                up.kill()  # SIGKILL, the whole process group
+            try:
+                r = up.post_events(client, task_events("kill", i, 1), {"idempotency-key": f"k{i}"})
+                if r.status_code == 202:
+                    answered.add(i)
+            except httpx.TransportError:
+                pass
+        up = UpProcess(data, tmp_path / "up2.log", port=up.port, **env).start()
+        resent = [i for i in range(n) if i not in answered]
+        for i in resent:
+            send_until_accepted(up, client, "kill", i, key=f"k{i}")
+        wait_for(
+            lambda: up.metric(client, "weftline_stream_backlog_entries", kind="agent") == 0, 20
+        )
+    up.ctrl_c()
+    stored = stored_tasks(up, "kill")
+    print(f"SIGKILL mid-load: answered {len(answered)}, resent {len(resent)}, stored {stored}")
+    assert len(answered) == 150 and len(resent) == 150
+    assert stored == (n, n)

@@ -183,6 +183,17 @@ def _base_document() -> dict[str, Any]:
                 "post": {
                     "summary": "Send agent, task, HITL and React Flow canvas events",
                     "security": [{"ingestKey": []}, {"ingestKeyQuery": []}],
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "description": "a resend with the same key (per project, within "
+                            "idempotency_window_seconds) is answered with the original id "
+                            "and not appended again",
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        }
+                    ],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -202,6 +213,7 @@ def _base_document() -> dict[str, Any]:
                                         "properties": {
                                             "accepted": {"type": "integer"},
                                             "id": {"type": "string"},
+                                            "duplicate": {"type": "boolean"},
                                         },
                                     }
                                 }
