@@ -188,7 +188,9 @@ def test_a_second_up_is_refused_and_an_idle_ctrl_c_is_quick_and_quiet(tmp_path):
         took = first.ctrl_c()
     log = first.text()
     print(f"idle Ctrl-C took {took:.2f} s")
-    assert took < 2.0, log
+    # Measured 1.0-1.4 s on a quiet machine (README); the bound leaves room for a loaded
+    # CI runner while still catching a shutdown that waits on something (it took 32 s).
+    assert took < 4.0, log
     assert " WARNING " not in log and "Traceback" not in log, log
     assert log.index("stopping embedded Valkey") > log.index("Ctrl-C stops")
     wait_for(lambda: not alive(vk), 5)
