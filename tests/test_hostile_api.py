@@ -131,3 +131,39 @@ def test_session_ids_with_a_slash_work_end_to_end(app, settings, http, ch):
     )
     assert r.json()["session_id"] == "tenant/42"
     assert any(i.get("agent_id") == "s1" or "s1" in str(i) for i in r.json()["items"])
+
+
+def test_cookie_authenticates_reads_and_the_uis_own_forms_only(app, settings, http):
+    p = settings.projects[0]
+    cookie = {"cookie": f"weftline_token={p.query_token}"}
+    gid = "0" * 32
+    # reads: the UI's scripts use the cookie
+    assert http.get(f"{app.url}/api/v1/issues", headers=cookie).status_code == 200
+    # API writes: the Bearer token only, whatever page sent them
+    other_port = {"origin": "http://127.0.0.1:1", **cookie}
+    r = http.patch(
+        f"{app.url}/api/v1/issues/{gid}", headers=other_port, json={"status": "resolved"}
+    )
+    assert r.status_code == 401
+    r = http.post(
+        f"{app.url}/api/v1/sourcemaps?release=1",
+        headers=other_port,
+        files={"file": ("app.js.map", b"{}", "application/json")},
+    )
+    assert r.status_code == 401
+    r = http.patch(f"{app.url}/api/v1/issues/{gid}", headers=bearer(p), json={"status": "resolved"})
+    assert r.status_code == 404  # authenticated; there is no such issue
+    # the UI's own forms: same origin only
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    url = f"{app.url}/ui/issues/{gid}/status"
+    r = http.post(url, headers={**other_port, **form}, content=b"status=resolved")
+    assert r.status_code == 403
+    own = {"origin": app.url, **cookie, **form}
+    r = http.post(url, headers=own, content=b"status=resolved")
+    assert r.status_code == 404  # past the check: no such issue
+    r = http.post(
+        f"{app.url}/ui/login",
+        headers={"origin": "http://evil.example", **form},
+        content=f"token={p.query_token}".encode(),
+    )
+    assert r.status_code == 403 and "set-cookie" not in r.headers

@@ -19,7 +19,7 @@ from weftline.dashboards.debug.replay import replay_document
 from weftline.dashboards.debug.session_page import session_context
 from weftline.dashboards.debug.traces_api import build_tree, trace_filter, trace_sessions
 from weftline.ground.config import ProjectConfig
-from weftline.ground.projects import ApiError, Projects
+from weftline.ground.projects import ApiError, Projects, same_origin
 from weftline.ground.times import api_time
 from weftline.storage import replay_queries, sentry_queries, timeline_queries, trace_queries
 from weftline.storage.clickhouse import ClickHouse
@@ -79,6 +79,8 @@ class Ui:
     async def login(self, request: Request) -> Response:
         if request.method == "GET":
             return self._render(request, "login.html", {"project": None, "error": None})
+        if not same_origin(request):
+            return HTMLResponse("This form only accepts posts from its own page", status_code=403)
         form = await request.form()
         token = str(form.get("token", ""))
         project = self.projects.by_token(token)
@@ -214,6 +216,10 @@ class Ui:
             return RedirectResponse("/ui/login", status_code=303)
         if self.ch is None:
             return HTMLResponse("ClickHouse is not available in this process", status_code=503)
+        if not same_origin(request):
+            # The cookie comes along with any same-site page's post: only this server's
+            # own pages may use it to change state.
+            return HTMLResponse("This form only accepts posts from its own page", status_code=403)
         gid = request.path_params["group_id"][:64]
         status = str((await request.form()).get("status", ""))
         if status not in sentry_queries.STATUSES:

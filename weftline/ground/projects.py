@@ -47,12 +47,36 @@ def ingest_key(request: Request) -> str | None:
     return request.headers.get(INGEST_KEY_HEADER) or request.query_params.get("key")
 
 
+UI_COOKIE = "weftline_token"
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
 def bearer_token(request: Request) -> str | None:
+    """The `Authorization: Bearer` token; for reads, the UI's login cookie too (the UI's
+    scripts read the API with it). A write never takes the cookie: a page of another
+    port or subdomain of the same site gets it sent along (SameSite only stops other
+    sites), so a cookie-authenticated write would be a cross-site request forgery."""
     auth = request.headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() == "bearer" and token:
         return token.strip()
-    return request.cookies.get("weftline_token")
+    if request.method in SAFE_METHODS:
+        return request.cookies.get(UI_COOKIE)
+    return None
+
+
+def same_origin(request: Request) -> bool:
+    """A form POST of the UI's own pages: its Origin (or, failing that, Referer) is this
+    server's. No header at all is a non-browser client, which forges nothing."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        referer = request.headers.get("referer")
+        if referer is None:
+            return True
+        parts = referer.split("/", 3)
+        origin = "/".join(parts[:3]) if len(parts) >= 3 else referer
+    host = request.headers.get("host", "")
+    return origin in (f"{request.url.scheme}://{host}", f"http://{host}", f"https://{host}")
 
 
 def storage_unavailable(e: Exception) -> ApiError:
