@@ -151,6 +151,9 @@ class Ui:
         if self.ch is None:
             return HTMLResponse("ClickHouse is not available in this process", status_code=503)
         sid = request.path_params["session_id"]
+        # Decode the recording while the page renders: the player asks for it next.
+        prefetch = asyncio.create_task(asyncio.to_thread(replay_document, self.ch, project.id, sid))
+        prefetch.add_done_callback(lambda t: t.exception())  # its error shows on /replay
         ctx = await asyncio.to_thread(session_context, self.ch, project.id, sid)
         resp = self._render(request, "session.html", {"project": project, "icons": ICONS, **ctx})
         # The replay iframe (srcdoc) inherits this policy: whatever the recorded page

@@ -401,6 +401,57 @@ class Screen {
   }
 }
 
+// Message types whose first field is the node they change.
+const NODE_TYPES = new Set([8, 9, 10, 11, 12, 13, 14, 16, 18, 19, 36, 60, 61, 65]);
+// Types whose last value per node (and attribute name) is all a jump needs to apply.
+const LAST_WINS = { 12: "a", 60: "a", 13: "a", 14: "d", 61: "d", 18: "v", 19: "c", 36: "n" };
+// Below this many messages a seek just applies them all.
+const PLAN_MIN = 400;
+
+// A jump over messages [from, to): which ones can be left out without changing the
+// page it ends on. Per tab, everything before its last CreateDocument in the range (a
+// new document replaces it); nodes both created and removed in the range (never seen);
+// and values overwritten later in the range (text, attributes, input values).
+function plan(msgs, from, to) {
+  const skip = new Uint8Array(to - from);
+  const docAt = new Map();
+  for (let i = from; i < to; i++) if (msgs[i][2] === T.CreateDocument) docAt.set(msgs[i][1], i);
+  const created = new Map();
+  const dead = new Set();
+  const last = new Map();
+  for (let i = from; i < to; i++) {
+    const m = msgs[i];
+    const type = m[2];
+    if (!NODE_TYPES.has(type)) continue;
+    const start = docAt.get(m[1]);
+    if (start !== undefined && i < start) {
+      skip[i - from] = 1;
+      continue;
+    }
+    const node = `${m[1]}:${m[3]}`;
+    if (type === T.CreateElement || type === T.CreateText) created.set(node, i);
+    else if (type === T.RemoveNode && created.has(node)) dead.add(node);
+    const kind = LAST_WINS[type];
+    if (kind) last.set(kind === "a" ? `${node}:a:${m[4]}` : `${node}:${kind}`, i);
+  }
+  for (let i = from; i < to; i++) {
+    if (skip[i - from]) continue;
+    const m = msgs[i];
+    const type = m[2];
+    if (!NODE_TYPES.has(type)) continue;
+    const node = `${m[1]}:${m[3]}`;
+    if (dead.has(node)) {
+      skip[i - from] = 1;
+      continue;
+    }
+    const kind = LAST_WINS[type];
+    if (kind && last.get(kind === "a" ? `${node}:a:${m[4]}` : `${node}:${kind}`) !== i) {
+      skip[i - from] = 1;
+    }
+  }
+  return skip;
+}
+
 function fmt(ms) {
   const s = Math.max(0, ms) / 1000;
   const m = Math.floor(s / 60);
@@ -458,8 +509,13 @@ export class Player {
       this.firstTab();
     }
     const msgs = this.messages;
-    while (this.pos < msgs.length && msgs[this.pos][0] <= t) {
-      const m = msgs[this.pos++];
+    let end = this.pos;
+    while (end < msgs.length && msgs[end][0] <= t) end++;
+    const skip = end - this.pos > PLAN_MIN ? plan(msgs, this.pos, end) : null;
+    while (this.pos < end) {
+      const i = this.pos++;
+      if (skip && skip[i - (end - skip.length)]) continue;
+      const m = msgs[i];
       const type = m[2];
       if (type === T.MouseMove) {
         if (m[1] === this.active || this.mouse === null) this.mouse = [m[3], m[4], m[1]];
