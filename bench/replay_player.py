@@ -251,6 +251,23 @@ def main() -> None:
                 }""",
                     [args.seeks, duration, 16],
                 )
+                split = page.evaluate(
+                    """(d) => {
+                    const p = window.weftlinePlayer;
+                    const out = {};
+                    for (const [name, t] of [["to_end_from_start", d], ["to_middle", d / 2]]) {
+                      p.seek(0);
+                      const t0 = performance.now();
+                      p.seek(t);
+                      const t1 = performance.now();
+                      p.document().body.getBoundingClientRect();
+                      out[name] = [Math.round(t1 - t0), Math.round(performance.now() - t1),
+                                   p.lastSeek];
+                    }
+                    return out;
+                }""",
+                    duration,
+                )
                 browser.close()
         finally:
             srv.stop()
@@ -258,6 +275,7 @@ def main() -> None:
             ch.close()
     seeks = sorted(ms for _, ms in times)
     p99 = seeks[min(len(seeks) - 1, int(len(seeks) * 0.99))]
+    print(f"seek from 0 [apply+draw ms, then forced style+layout ms]: {split}")
     print(f"player messages: {count}, replay length {duration / 1000:.0f} s")
     print(f"first frame, cold (server decodes): {cold:.0f} ms   (target <= 1000 ms)")
     print(f"first frame, warm (cached):         {statistics.median(warm):.0f} ms median")

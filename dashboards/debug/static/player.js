@@ -402,9 +402,14 @@ class Screen {
 }
 
 // Message types whose first field is the node they change.
-const NODE_TYPES = new Set([8, 9, 10, 11, 12, 13, 14, 16, 18, 19, 36, 60, 61, 65]);
-// Types whose last value per node (and attribute name) is all a jump needs to apply.
-const LAST_WINS = { 12: "a", 60: "a", 13: "a", 14: "d", 61: "d", 18: "v", 19: "c", 36: "n" };
+const NODE_TYPES = new Uint8Array(256);
+for (const t of [8, 9, 10, 11, 12, 13, 14, 16, 18, 19, 36, 60, 61, 65]) NODE_TYPES[t] = 1;
+// Types whose last value per node (and attribute name) is all a jump needs to apply:
+// 1 attribute (by name), 2 text, 3 input value, 4 checked, 5 animation styles.
+const LAST_WINS = new Uint8Array(256);
+for (const [t, k] of [[12, 1], [60, 1], [13, 1], [14, 2], [61, 2], [18, 3], [19, 4], [36, 5]]) {
+  LAST_WINS[t] = k;
+}
 // Below this many messages a seek just applies them all.
 const PLAN_MIN = 400;
 
@@ -412,40 +417,49 @@ const PLAN_MIN = 400;
 // page it ends on. Per tab, everything before its last CreateDocument in the range (a
 // new document replaces it); nodes both created and removed in the range (never seen);
 // and values overwritten later in the range (text, attributes, input values).
+// Keys are numbers (tab × 2^32 + node id; node ids are uint32 in practice): this runs
+// over every message of a long session on a backward seek.
 function plan(msgs, from, to) {
   const skip = new Uint8Array(to - from);
   const docAt = new Map();
   for (let i = from; i < to; i++) if (msgs[i][2] === T.CreateDocument) docAt.set(msgs[i][1], i);
-  const created = new Map();
+  const created = new Set();
   const dead = new Set();
   const last = new Map();
+  const lastAttr = new Map();
   for (let i = from; i < to; i++) {
     const m = msgs[i];
     const type = m[2];
-    if (!NODE_TYPES.has(type)) continue;
+    if (!NODE_TYPES[type]) continue;
     const start = docAt.get(m[1]);
     if (start !== undefined && i < start) {
       skip[i - from] = 1;
       continue;
     }
-    const node = `${m[1]}:${m[3]}`;
-    if (type === T.CreateElement || type === T.CreateText) created.set(node, i);
+    const node = m[1] * 4294967296 + m[3];
+    if (type === T.CreateElement || type === T.CreateText) created.add(node);
     else if (type === T.RemoveNode && created.has(node)) dead.add(node);
     const kind = LAST_WINS[type];
-    if (kind) last.set(kind === "a" ? `${node}:a:${m[4]}` : `${node}:${kind}`, i);
+    if (kind === 1) {
+      let names = lastAttr.get(node);
+      if (!names) lastAttr.set(node, (names = new Map()));
+      names.set(m[4], i);
+    } else if (kind) {
+      last.set(node * 8 + kind, i);
+    }
   }
   for (let i = from; i < to; i++) {
     if (skip[i - from]) continue;
     const m = msgs[i];
     const type = m[2];
-    if (!NODE_TYPES.has(type)) continue;
-    const node = `${m[1]}:${m[3]}`;
+    if (!NODE_TYPES[type]) continue;
+    const node = m[1] * 4294967296 + m[3];
     if (dead.has(node)) {
       skip[i - from] = 1;
       continue;
     }
     const kind = LAST_WINS[type];
-    if (kind && last.get(kind === "a" ? `${node}:a:${m[4]}` : `${node}:${kind}`) !== i) {
+    if (kind === 1 ? lastAttr.get(node).get(m[4]) !== i : kind && last.get(node * 8 + kind) !== i) {
       skip[i - from] = 1;
     }
   }
@@ -511,7 +525,9 @@ export class Player {
     const msgs = this.messages;
     let end = this.pos;
     while (end < msgs.length && msgs[end][0] <= t) end++;
+    const c0 = performance.now();
     const skip = end - this.pos > PLAN_MIN ? plan(msgs, this.pos, end) : null;
+    const c1 = performance.now();
     while (this.pos < end) {
       const i = this.pos++;
       if (skip && skip[i - (end - skip.length)]) continue;
@@ -531,7 +547,10 @@ export class Player {
       }
     }
     this.time = t;
+    const c2 = performance.now();
     this.draw();
+    // What the last seek cost, by step (bench/replay_player.py prints it).
+    this.lastSeek = { plan: c1 - c0, apply: c2 - c1, draw: performance.now() - c2 };
     for (const fn of this.listeners) fn(t);
   }
 
