@@ -230,7 +230,7 @@ def _base_document() -> dict[str, Any]:
             },
             "/api/v1/agents": {
                 "get": {
-                    "summary": "Current state of each agent (from Valkey)",
+                    "summary": "Every agent seen (events, GenAI spans) with its current state",
                     "security": token,
                     "parameters": [project_param],
                     "responses": {
@@ -263,6 +263,54 @@ def _base_document() -> dict[str, Any]:
                         "200": {"description": "events, newest first"},
                         "401": _error("no token"),
                         "403": _error("another project"),
+                    },
+                }
+            },
+            "/api/v1/agents/{name}/runs": {
+                "get": {
+                    "summary": "An agent's runs from OpenTelemetry GenAI spans, newest first",
+                    "security": token,
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        project_param,
+                        *time_params,
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
+                    ],
+                    "responses": {
+                        "200": {"description": "runs: usage, tool calls, models, session"},
+                        "400": _error("bad parameter"),
+                        "401": _error("no token"),
+                        "403": _error("another project"),
+                    },
+                }
+            },
+            "/api/v1/agent-runs/{run_id}": {
+                "get": {
+                    "summary": "One agent run's tree: model calls, tool calls, nested agents",
+                    "security": token,
+                    "parameters": [
+                        {
+                            "name": "run_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        project_param,
+                    ],
+                    "responses": {
+                        "200": {"description": "the run with its tree"},
+                        "401": _error("no token"),
+                        "403": _error("another project"),
+                        "404": _error("no such run"),
                     },
                 }
             },
