@@ -123,17 +123,19 @@ def agents_seen(ch: ClickHouse, project_id: int) -> list[dict[str, Any]]:
     )
 
 
-def hitl_events_of(
+def agent_events_near(
     ch: ClickHouse, project_id: int, agents: list[str], trace_ids: list[str], lo_ns: int, hi_ns: int
 ) -> list[dict[str, Any]]:
-    """Human-in-the-loop events of these agents or traces within [lo, hi] (ns)."""
+    """The app's agent events (agent_state, task_update, hitl) of these agents or traces
+    around [lo, hi] (ns): what joins them to the runs."""
     if not agents and not trace_ids:
         return []
     return ch.query(
-        "SELECT event_uid, ts, agent_id, trace_id, task_id, status, hitl_kind, response_time_ms,"
+        "SELECT event_uid, type, ts, agent_id, trace_id, task_id, status, current_task,"
+        " hitl_kind, duration_ms, response_time_ms, error,"
         " JSONExtractString(payload, 'hitl_id') AS hitl_id"
         f" FROM {ch.database}.agent_events FINAL"
-        " WHERE project_id = {p:UInt32} AND type = 'hitl'"
+        " WHERE project_id = {p:UInt32} AND type IN ('agent_state', 'task_update', 'hitl')"
         " AND (agent_id IN {a:Array(String)} OR (trace_id != '' AND trace_id IN {t:Array(String)}))"
         " AND ts >= fromUnixTimestamp64Nano({lo:Int64}, 'UTC') - INTERVAL 1 HOUR"
         " AND ts <= fromUnixTimestamp64Nano({hi:Int64}, 'UTC') + INTERVAL 1 HOUR"

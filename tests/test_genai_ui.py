@@ -40,9 +40,12 @@ def run_in_session(settings, valkey, ch, serve, http):
                 "ts": asked[-1].isoformat(),
             }
 
+        # The agent's own state event, with no trace: joined to the run by agent and time.
+        busy = {"type": "agent_state", "agent_id": "planner", "status": "busy"}
         post = {"headers": {"x-weftline-key": p1.public_key}, "timeout": 10}
         assert (
-            httpx.post(f"{srv.url}/api/v1/events", json=[hitl("opened")], **post).status_code == 202
+            httpx.post(f"{srv.url}/api/v1/events", json=[hitl("opened"), busy], **post).status_code
+            == 202
         )
         time.sleep(WAIT_S)
         assert (
@@ -75,6 +78,12 @@ def test_run_is_one_timeline_item_with_time_waiting(run_in_session, http):
     assert run["waiting_ms"] >= WAIT_S * 1000
     doc = http.get(f"{srv.url}/api/v1/agent-runs/{run['run_id']}", headers=auth).json()
     assert doc["waits"][0]["hitl_id"] == "q-approve" and doc["waits"][0]["state"] == "answered"
+    joined = sorted((e["type"], e["status"], e["joined_by"]) for e in doc["events"])
+    assert joined == [
+        ("agent_state", "busy", "agent"),
+        ("hitl", "answered", "trace_id"),
+        ("hitl", "opened", "trace_id"),
+    ]
 
     t = http.get(f"{srv.url}/api/v1/sessions/{SESSION}", headers=auth).json()
     runs = [i for i in t["items"] if i["kind"] == "agent_run"]

@@ -4,6 +4,7 @@ stored in the four metric tables of a running Weftline (real valkey-server, real
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -19,6 +20,8 @@ from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
 from opentelemetry.sdk.resources import Resource
 
 from tests.conftest import wait_for
+from weftline.dashboards.grafana.check import load_dashboards, run_dashboard
+from weftline.dashboards.grafana.macros import TimeRange, Variable
 from weftline.ground.metrics import REGISTRY
 
 
@@ -143,6 +146,21 @@ def test_sdk_metrics_are_stored_by_type(app, settings, ch, temporality):
         " GROUP BY m"
     )
     assert len(per_min) == 1 and per_min[0]["avg_s"] == pytest.approx(0.7)
+
+    # The agents dashboard's panel on the same metric (delta temporality only).
+    dash = next(d for d in load_dashboards() if d["uid"] == "weftline-agents")
+    rng = TimeRange.last(3600, now=datetime.now(UTC) + timedelta(seconds=5))
+    res = next(
+        r
+        for r in run_dashboard(dash, ch, rng, {"db": Variable([ch.database])})
+        if r.title == "gen_ai.client.token.usage (OTLP metric)"
+    )
+    assert res.error is None, res.error
+    got = {r["token_type_model"]: r["tokens"] for r in res.rows}
+    if temporality == AggregationTemporality.DELTA:
+        assert got == {"input · test": 110, "output · test": 17}
+    else:
+        assert got == {}
 
 
 def test_only_points_that_cannot_be_stored_are_rejected(app, settings, ch, http):

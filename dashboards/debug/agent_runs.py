@@ -204,12 +204,6 @@ def waiting_of(
     return round(total / 1e6, 3), waits
 
 
-def _status(run: dict[str, Any], items: list[dict[str, Any]]) -> str:
-    if run["status"] == "error":
-        return "error"
-    return "ok"
-
-
 def run_summary(
     run: dict[str, Any],
     f: Forest,
@@ -234,7 +228,7 @@ def run_summary(
         "conversation_id": run["conversation_id"] or None,
         "start": iso(run["start_ns"]),
         "duration_ms": round(run["duration_ns"] / 1e6, 3),
-        "status": _status(run, everything),
+        "status": "error" if run["status"] == "error" else "ok",
         "error": (run["error_type"] or run["error_message"]) or None,
         "errors": errors,
         "usage": {"input_tokens": usage["input_tokens"], "output_tokens": usage["output_tokens"]},
@@ -306,15 +300,45 @@ def _node(s: dict[str, Any], t0: int) -> dict[str, Any]:
     return out
 
 
+def events_of(run: dict[str, Any], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The app's agent events that belong to the run: those of its trace, and those of
+    its agent (by name or id) while it ran."""
+    from weftline.ground.times import parse_ch_ms
+
+    lo, hi = run["start_ns"], run["start_ns"] + run["duration_ns"]
+    names = {run["agent_name"], run.get("agent_id", "")} - {""}
+    out = []
+    for e in events:
+        ts = parse_ch_ms(e["ts"]) * 1_000_000
+        by_trace = bool(e["trace_id"]) and e["trace_id"] == run["trace_id"]
+        by_agent = e["agent_id"] in names and lo - 1_000_000 <= ts <= hi + 1_000_000
+        if by_trace or by_agent:
+            out.append(
+                {
+                    "type": e["type"],
+                    "ts": iso(ts),
+                    "offset_ms": round((ts - lo) / 1e6, 3),
+                    "agent_id": e["agent_id"],
+                    "status": e["status"],
+                    "task_id": e["task_id"] or None,
+                    "hitl_id": e["hitl_id"] or None,
+                    "error": e["error"] or None,
+                    "joined_by": "trace_id" if by_trace else "agent",
+                }
+            )
+    return out
+
+
 def run_tree(
     run: dict[str, Any],
     f: Forest,
     sessions: dict[str, str],
     intervals: list[dict[str, Any]] | None = None,
+    events: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """`GET /api/v1/agent-runs/{run_id}`: the run's summary and its tree (model calls, tool
-    calls, nested agents, handoffs), each node with its offset from the run's start, and
-    a flat depth-first list for waterfalls."""
+    calls, nested agents, handoffs), each node with its offset from the run's start, a
+    flat depth-first list for waterfalls, and the app's agent events joined to it."""
     summary = run_summary(run, f, sessions, intervals)
     node = f.spans.get((run["trace_id"], run["span_id"]), {**run, "operation": RUN})
     t0, total = run["start_ns"], max(1, run["duration_ns"])
@@ -335,4 +359,5 @@ def run_tree(
 
     tree = build(node, 0, {node["span_id"]})
     _, waits = waiting_of(run, _walk(f, node, own_only=True), intervals or [])
-    return {**summary, "tree": tree, "rows": rows, "waits": waits}
+    joined = events_of(run, events or [])
+    return {**summary, "tree": tree, "rows": rows, "waits": waits, "events": joined}

@@ -32,28 +32,30 @@ from weftline.storage.clickhouse import ClickHouse, StorageError
 
 def _context(
     ch: ClickHouse, project_id: int, runs: list[dict[str, Any]]
-) -> tuple[Any, dict[str, str], list[dict[str, Any]]]:
-    """The forest of the runs' traces, their sessions and the hitl intervals near them."""
+) -> tuple[Any, dict[str, str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The forest of the runs' traces, their sessions, the hitl intervals and the app's
+    agent events near them."""
     traces = sorted({r["trace_id"] for r in runs})
     forest = build_forest(
         gq.genai_spans_of(ch, project_id, traces), gq.span_parents(ch, project_id, traces)
     )
     sessions = gq.sessions_of_traces(ch, project_id, traces)
     intervals: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
     if runs:
         lo = min(int(r["start_ns"]) for r in runs)
         hi = max(int(r["start_ns"]) + int(r["duration_ns"]) for r in runs)
         names = sorted({r["agent_name"] for r in runs} | {r["agent_id"] for r in runs} - {""})
-        events = gq.hitl_events_of(ch, project_id, names, traces, lo, hi)
-        intervals = hitl_intervals(events, time.time_ns())
-    return forest, sessions, intervals
+        events = gq.agent_events_near(ch, project_id, names, traces, lo, hi)
+        intervals = hitl_intervals([e for e in events if e["type"] == "hitl"], time.time_ns())
+    return forest, sessions, intervals, events
 
 
 def runs_for(
     ch: ClickHouse, project_id: int, agent: str, start: Any, end: Any, limit: int
 ) -> list[dict[str, Any]]:
     runs = gq.agent_runs(ch, project_id, agent, start, end, limit)
-    forest, sessions, intervals = _context(ch, project_id, runs)
+    forest, sessions, intervals, _ = _context(ch, project_id, runs)
     return [run_summary(r, forest, sessions, intervals) for r in runs]
 
 
@@ -63,10 +65,10 @@ def runs_in_traces(ch: ClickHouse, project_id: int, trace_ids: list[str]) -> lis
     runs = gq.runs_of_traces(ch, project_id, trace_ids)
     if not runs:
         return []
-    forest, sessions, intervals = _context(ch, project_id, runs)
+    forest, sessions, intervals, events = _context(ch, project_id, runs)
     out = []
     for r in runs:
-        doc = run_tree(r, forest, sessions, intervals)
+        doc = run_tree(r, forest, sessions, intervals, events)
         if doc["parent_run_id"] is None:
             out.append(doc)
     return out
@@ -76,8 +78,8 @@ def tree_for(ch: ClickHouse, project_id: int, run_id: str) -> dict[str, Any] | N
     run = gq.run_by_id(ch, project_id, run_id)
     if run is None:
         return None
-    forest, sessions, intervals = _context(ch, project_id, [run])
-    return run_tree(run, forest, sessions, intervals)
+    forest, sessions, intervals, events = _context(ch, project_id, [run])
+    return run_tree(run, forest, sessions, intervals, events)
 
 
 class AgentRunsApi:

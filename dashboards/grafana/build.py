@@ -593,6 +593,25 @@ def genai_panels(d: Dashboard) -> None:
         custom=BARS,
     )
 
+    # The same tokens as the SDKs' own OTLP metric, when the app exports metrics too.
+    d.sql(
+        "timeseries",
+        "gen_ai.client.token.usage (OTLP metric)",
+        f"""
+        SELECT $__timeInterval(time) AS time,
+               concat(attributes['gen_ai.token.type'], ' · ',
+                      attributes['gen_ai.request.model']) AS token_type_model,
+               sum(sum) AS tokens
+        FROM ${{db}}.metrics_histogram FINAL
+        WHERE $__timeFilter(time) AND {PROJECT} AND metric_name = 'gen_ai.client.token.usage'
+          AND temporality = 'delta'
+        GROUP BY time, token_type_model ORDER BY time
+        """,
+        w=12,
+        custom=BARS,
+        description="Delta-temporality histograms only: cumulative ones repeat their totals.",
+    )
+
 
 def traces_dashboard() -> Dashboard:
     d = Dashboard(
