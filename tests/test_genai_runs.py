@@ -110,6 +110,8 @@ def test_openai_agents_handoff_tool_error_and_exact_tokens(app, settings, http):
     assert "handoff" in kinds
     handoff = next(c for c in doc["tree"]["children"] if c["type"] == "handoff")
     assert handoff["from_agent"] == "triage"
+    # The instrumentation names no target ("triage → unknown"): the next run is billing's.
+    assert handoff["to_agent"] == "billing" and handoff["to_agent_inferred"] is True
     failed = next(c for c in doc["tree"]["children"] if c.get("tool") == "check_refund")
     assert failed["status"] == "error" and failed["error"]
     finish = [c["finish_reasons"] for c in doc["tree"]["children"] if c["type"] == "model_call"]

@@ -75,7 +75,29 @@ def build_forest(genai: list[dict[str, Any]], parents: list[dict[str, Any]]) -> 
             pid, seen = up.get((trace, pid), ""), seen + 1
     for kids in f.children.values():
         kids.sort(key=lambda s: (s["start_ns"], s["span_id"]))
+    _handoff_targets(f)
     return f
+
+
+def _handoff_targets(f: Forest) -> None:
+    """A handoff that does not name its target (the Agents SDK's instrumentation opens
+    the span before the target is known) hands off to the next run of another agent
+    that starts in the same trace after it: `handoff_to` is filled in, marked inferred."""
+    runs = sorted(
+        (s for s in f.spans.values() if s["operation"] == RUN), key=lambda s: s["start_ns"]
+    )
+    for h in f.spans.values():
+        if h["operation"] != "handoff" or h["handoff_to"]:
+            continue
+        for r in runs:
+            if (
+                r["trace_id"] == h["trace_id"]
+                and r["start_ns"] >= h["start_ns"]
+                and r["agent_name"] not in ("", h["handoff_from"])
+            ):
+                h["handoff_to"] = r["agent_name"]
+                h["handoff_to_inferred"] = True
+                break
 
 
 def _walk(f: Forest, s: dict[str, Any], own_only: bool) -> list[dict[str, Any]]:
@@ -296,7 +318,11 @@ def _node(s: dict[str, Any], t0: int) -> dict[str, Any]:
     elif kind == "agent_run":
         out.update(run_id=s["span_id"], agent_name=s["agent_name"])
     elif kind == "handoff":
-        out.update(from_agent=s["handoff_from"] or None, to_agent=s["handoff_to"] or None)
+        out.update(
+            from_agent=s["handoff_from"] or None,
+            to_agent=s["handoff_to"] or None,
+            to_agent_inferred=bool(s.get("handoff_to_inferred")),
+        )
     return out
 
 
