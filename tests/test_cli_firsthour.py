@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, wait_for, weftline_cmd, weftline_env
+from tests.test_cli_up import start_up
 from weftline.admin import NotReadOnly, bounded_sql, one_line_error
 from weftline.cli import build_parser
 from weftline.embedded import free_port
@@ -70,15 +71,7 @@ def test_bounded_sql_wraps_reads_and_refuses_the_rest():
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("firsthour")
     data, port, log = tmp / "data", free_port(), tmp / "up.log"
-    proc = subprocess.Popen(
-        weftline_cmd("up", "--data-dir", str(data), "--port", str(port)),
-        env=weftline_env(),
-        cwd=REPO,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    wait_for(lambda: "Ctrl-C stops" in log.read_text() or proc.poll() is not None, 90)
-    assert proc.poll() is None, log.read_text()
+    proc = start_up(data, port, log)
     text = log.read_text()
     key = re.search(r"ingest key\s+([0-9a-f]{32})\b", text).group(1)
     token = re.search(r"query token\s+(\S+)", text).group(1)
@@ -94,6 +87,9 @@ def server(tmp_path_factory):
     yield {"data": data, "port": port, "url": url, "token": token, "log": log, "tmp": tmp}
     proc.send_signal(signal.SIGINT)
     assert proc.wait(40) == 0
+    # Ctrl-C: a clean stop, no warnings (the workers finish before Valkey stops).
+    after = log.read_text().split("Ctrl-C stops everything.")[1]
+    assert " WARNING " not in after and "Traceback" not in after, after
 
 
 def test_query_asks_the_running_server_read_only_and_bounded(server):
@@ -146,6 +142,16 @@ def test_alerts_and_grafana_check_run_against_the_running_server(server):
     assert f"on the server at {server['url']}" in out.stdout
     assert "UNKNOWN_TABLE" not in out.stdout + out.stderr
     assert "in use by" not in out.stderr
+    assert out.returncode == 0, out.stderr  # every panel and variable runs, data or not
+    # --json on the read commands: the same results, machine-readable.
+    evaluated = json.loads(run("alerts", "evaluate-once", "--data-dir", d, "--json").stdout)
+    by_rule = {r["rule"]: r for r in evaluated}
+    assert by_rule["stream_backlog_high"]["series"] == 4
+    assert all(r["status"] == "ok" for r in evaluated)
+    checked = json.loads(run("grafana", "check", "--data-dir", d, "--json").stdout)
+    assert checked["problems"] == [] and len(checked["panels"]) > 50
+    rules = json.loads(run("alerts", "check", "--json").stdout)
+    assert {"rule", "severity", "problem"} <= set(rules[0])
 
 
 def test_broken_pipe_is_quiet(server):

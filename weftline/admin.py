@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from weftline.ground.config import Settings
+from weftline.ground.config import Settings, kept_secret
 from weftline.ground.projects import ApiError
 from weftline.ground.rejections import Reason
 from weftline.storage.clickhouse import ClickHouse, StorageError
@@ -49,18 +49,11 @@ class NotReadOnly(ValueError):
 
 def ensure_admin_token(settings: Settings) -> str:
     """Configured, or made once and kept in the data folder (mode 0600)."""
-    if settings.admin_token:
-        return settings.admin_token
-    path = Path(settings.data_dir) / ADMIN_TOKEN_FILE
-    if path.exists():
-        token = path.read_text().strip()
-    else:
-        token = secrets.token_hex(24)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(token + "\n")
-    settings.admin_token = token
-    return token
+    if not settings.admin_token:
+        settings.admin_token = kept_secret(
+            settings.data_dir, ADMIN_TOKEN_FILE, lambda: secrets.token_hex(24)
+        )
+    return settings.admin_token
 
 
 def read_admin_token(settings: Settings) -> str | None:

@@ -348,16 +348,27 @@ def _grafana_check(args: argparse.Namespace) -> int:
     problems = structure_problems(dashboards) + prometheus_problems(
         dashboards, exposed_series_names()
     )
+    results = []
     with reach_storage(settings, args.url) as reached:
         ch = reached.ch
-        print(f"running every panel's query on {reached.where}")
+        print(
+            f"running every panel's query on {reached.where}",
+            file=sys.stderr if args.json else sys.stdout,
+        )
         rng = TimeRange.last(args.hours * 3600)
         for d in dashboards:
             for r in run_dashboard(d, ch, rng, {"db": Variable([ch.database])}):
                 status = f"ERROR {r.error}" if r.error else f"{len(r.rows)} rows"
-                print(f"{d['uid']:<20} {r.title[:50]:<50} {status}")
+                results.append(
+                    {"dashboard": d["uid"], "panel": r.title, "rows": len(r.rows), "error": r.error}
+                )
+                if not args.json:
+                    print(f"{d['uid']:<20} {r.title[:50]:<50} {status}")
                 if r.error:
                     problems.append(f"{d['uid']}/{r.title}: {r.error}")
+    if args.json:
+        print(json.dumps({"panels": results, "problems": problems}, indent=2))
+        return 1 if problems else 0
     for p in problems:
         print(f"problem: {p}", file=sys.stderr)
     return 1 if problems else 0
@@ -372,6 +383,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     if args.action == "check":
         tables = migrated_tables()
         bad = 0
+        report = []
         for r in rules:
             missing = [t for t in r.tables if t not in tables]
             note = ""
@@ -381,8 +393,22 @@ def cmd_alerts(args: argparse.Namespace) -> int:
                     note = f"  ERROR: tables not created by any migration: {', '.join(missing)}"
                     bad += 1
             source = f"sql on {', '.join(r.tables)}" if r.sql else f"metric {r.metric}"
-            print(f"{r.name:<26} {r.severity:<8} {source}{note}")
-        print(f"{len(rules)} rules, {bad} problems")
+            report.append(
+                {
+                    "rule": r.name,
+                    "severity": r.severity,
+                    "tables": list(r.tables),
+                    "metric": r.metric,
+                    "missing_tables": missing,
+                    "problem": bool(missing and not r.optional),
+                }
+            )
+            if not args.json:
+                print(f"{r.name:<26} {r.severity:<8} {source}{note}")
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print(f"{len(rules)} rules, {bad} problems")
         return 1 if bad else 0
     if args.action == "compile":
         if args.out == "-":
@@ -395,10 +421,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             if left_out:
                 print(f"left out (tables not migrated yet): {', '.join(left_out)}")
         return 0
-    return asyncio.run(_alerts_evaluate(settings, rules, args.url))
+    return asyncio.run(_alerts_evaluate(settings, rules, args.url, args.json))
 
 
-async def _alerts_evaluate(settings: Settings, rules, url: str | None) -> int:
+async def _alerts_evaluate(settings: Settings, rules, url: str | None, as_json: bool) -> int:
     """Evaluate every rule once and print the result; changes no state, sends nothing."""
     import time
 
@@ -406,8 +432,12 @@ async def _alerts_evaluate(settings: Settings, rules, url: str | None) -> int:
     from weftline.reach import reach_storage
     from weftline.storage.valkey import connect
 
+    report: list[dict] = []
     with reach_storage(settings, url) as reached:
-        print(f"evaluating {len(rules)} rules on {reached.where}")
+        print(
+            f"evaluating {len(rules)} rules on {reached.where}",
+            file=sys.stderr if as_json else sys.stdout,
+        )
         # Named metrics are read from Valkey: the running server's (embedded) or VALKEY_URL.
         vk = reached.valkey_url
         client = connect(vk, cluster=settings.valkey_cluster) if vk else None
@@ -417,12 +447,26 @@ async def _alerts_evaluate(settings: Settings, rules, url: str | None) -> int:
             now = time.time()
             for rule in rules:
                 if rule.metric and client is None:
-                    print(
-                        f"{rule.name:<26} skipped: named metrics live in Valkey, and no "
-                        "Weftline runs here (start `weftline up`, or set VALKEY_URL)"
+                    why = (
+                        "named metrics live in Valkey, and no Weftline runs here (start "
+                        "`weftline up`, or set VALKEY_URL)"
                     )
+                    report.append({"rule": rule.name, "status": "skipped", "detail": why})
+                    if not as_json:
+                        print(f"{rule.name:<26} skipped: {why}")
                     continue
                 out = await loop.evaluate_rule(rule, now, tables)
+                report.append(
+                    {
+                        "rule": rule.name,
+                        "status": out.status,
+                        "detail": out.error or out.detail or None,
+                        "series": len(out.samples),
+                        "breaching": [{"labels": lb, "value": v} for lb, v in out.breaching],
+                    }
+                )
+                if as_json:
+                    continue
                 if out.status == "ok":
                     line = f"{len(out.samples)} series, {len(out.breaching)} over threshold"
                     for labels, value in out.breaching[:5]:
@@ -433,6 +477,8 @@ async def _alerts_evaluate(settings: Settings, rules, url: str | None) -> int:
         finally:
             if client is not None:
                 await client.aclose()
+    if as_json:
+        print(json.dumps(report, indent=2))
     return 0
 
 
@@ -552,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     _ops_url(p)
     p.add_argument("--out", help="build: output folder (default: dashboards/grafana)")
     p.add_argument("--hours", type=float, default=6, help="check: time range (default 6)")
+    p.add_argument("--json", action="store_true", help="check: print the results as JSON")
     _common(p, http=False)
     p.set_defaults(func=cmd_grafana)
 
@@ -569,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     _ops_url(p)
     p.add_argument("--rules", help="folder of rule files (default: bundled rules)")
     p.add_argument("--out", help="compile: output file, or - for stdout")
+    p.add_argument(
+        "--json", action="store_true", help="check, evaluate-once: print the results as JSON"
+    )
     _common(p, http=False)
     p.set_defaults(func=cmd_alerts)
 

@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -256,18 +257,24 @@ def ensure_demo_project(settings: Settings) -> ProjectConfig | None:
 REPLAY_SECRET_FILE = "replay-token-secret"
 
 
+def kept_secret(data_dir: str | Path, name: str, make: Callable[[], str]) -> str:
+    """A secret made once and kept in the data folder (readable by its owner only), so it
+    stays the same across restarts."""
+    path = Path(data_dir) / name
+    if path.exists():
+        return path.read_text().strip()
+    secret = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
+    return secret
+
+
 def ensure_replay_secret(settings: Settings) -> str:
     """The session-token secret: configured, or made once and kept in the data folder so
     tokens stay valid across restarts (like the demo project's keys)."""
-    if settings.openreplay.token_secret:
-        return settings.openreplay.token_secret
-    path = Path(settings.data_dir) / REPLAY_SECRET_FILE
-    if path.exists():
-        secret = path.read_text().strip()
-    else:
-        secret = secrets.token_urlsafe(32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secret + "\n")
-    settings.openreplay.token_secret = secret
-    return secret
+    if not settings.openreplay.token_secret:
+        settings.openreplay.token_secret = kept_secret(
+            settings.data_dir, REPLAY_SECRET_FILE, lambda: secrets.token_urlsafe(32)
+        )
+    return settings.openreplay.token_secret
