@@ -32,6 +32,7 @@ from weftline.enrich.agent_events import STORED_COLUMNS as AGENT_COLUMNS
 from weftline.enrich.agent_events import decode_agent_entry
 from weftline.enrich.links import with_links
 from weftline.enrich.openreplay_decode import Batch, OpenReplayDecodeError, decode_batches
+from weftline.enrich.sentry_scrub import scrub_string
 from weftline.enrich.stream_consumer import DecodeError, Entry
 from weftline.ground.config import OpenReplaySettings
 from weftline.ground.metrics import (
@@ -68,6 +69,7 @@ SECRET_FIELD_RE = re.compile(
 )
 TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 FILTERED = "[Filtered]"
+SCRUBBED_FIELDS = ("url", "value", "name", "request_body", "response_body")
 
 Row = dict[str, Any]
 
@@ -361,6 +363,12 @@ def event_rows(
             }
         if r is None:
             continue
+        # After the tracker's own masking, the shared scrubber: card numbers, Bearer
+        # credentials and secret query parameters in URLs, input values and bodies.
+        for k in SCRUBBED_FIELDS:
+            v = r.get(k)
+            if isinstance(v, str) and v:
+                r[k] = scrub_string(v)
         ts = _sane_ms(r.pop("ts_ms", t.ts), _sane_ms(t.ts, received_ms))
         details = r.pop("details", None)
         row = {
@@ -374,6 +382,7 @@ def event_rows(
             "retention_days": retention_days,
             **r,
         }
+        row["page_url"] = scrub_string(row["page_url"]) if row["page_url"] else ""
         if details is not None:
             row["details"] = orjson.dumps(details).decode()
         rows.append(row)

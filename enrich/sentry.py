@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from weftline.enrich import live
 from weftline.enrich.links import with_links
 from weftline.enrich.sentry_grouping import exceptions_of, group_event, message_text
-from weftline.enrich.sentry_scrub import scrub
+from weftline.enrich.sentry_scrub import scrub, scrub_text
 from weftline.enrich.sourcemaps import Symbolicator
 from weftline.enrich.stream_consumer import DecodeError, Entry
 from weftline.ground.config import ProjectConfig
@@ -33,7 +33,6 @@ from weftline.ground.metrics import (
 )
 from weftline.ground.sentry_envelope import (
     CONTAINER_TYPES,
-    JSON_TYPES,
     Envelope,
     EnvelopeError,
     Item,
@@ -247,6 +246,28 @@ def _user(event: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return user
 
 
+IP_ENV_KEYS = ("REMOTE_ADDR", "HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP", "HTTP_CLIENT_IP")
+
+
+def _without_ips(event: dict[str, Any]) -> dict[str, Any]:
+    """store_ip = false: the request's environment loses its client addresses too."""
+    request = event.get("request")
+    if isinstance(request, dict):
+        env = request.get("env")
+        if isinstance(env, dict):
+            request = {**request, "env": {k: v for k, v in env.items() if k not in IP_ENV_KEYS}}
+        headers = request.get("headers")
+        if isinstance(headers, dict):
+            headers = {
+                k: v
+                for k, v in headers.items()
+                if str(k).lower() not in ("x-forwarded-for", "x-real-ip", "forwarded")
+            }
+            request = {**request, "headers": headers}
+        event = {**event, "request": request}
+    return event
+
+
 def _trace(event: dict[str, Any], ctx: Context) -> tuple[str, str]:
     t = d(d(event.get("contexts")).get("trace"))
     trace_id = hex_id(t.get("trace_id"), 32) or hex_id(
@@ -270,6 +291,8 @@ def error_row(event: dict[str, Any], ctx: Context, index: int) -> Row:
         # before scrubbing (context lines from sourcesContent are scrubbed too).
         event = ctx.symbolicate(event, ctx.project_id)
     user = _user(event, ctx)
+    if not ctx.store_ip:
+        event = _without_ips(event)
     event = scrub({**event, "event_id": event_id, "user": user})
     grouping = group_event(event)
     excs = exceptions_of(event)
@@ -426,6 +449,8 @@ def span_row(
 
 
 def transaction_rows(event: dict[str, Any], ctx: Context) -> list[Row]:
+    if not ctx.store_ip:
+        event = _without_ips(event)
     event = scrub(event)
     trace = d(d(event.get("contexts")).get("trace"))
     trace_id = hex_id(trace.get("trace_id"), 32)
@@ -680,15 +705,21 @@ def raw_row(item: Item, ctx: Context, index: int, error: str = "") -> Row:
     payload = item.payload
     try:
         text, encoding = payload.decode("utf-8"), "utf8"
-        if item.type in JSON_TYPES and not error:
-            # JSON items are scrubbed like events (feedback, check-ins, logs hold PII too).
-            try:
-                text = dumps(scrub(orjson.loads(payload)))
-            except orjson.JSONDecodeError:
-                pass
+        # Scrubbed like events, whatever the type and whether it decoded (a transaction
+        # kept raw for its error holds the same tokens and card numbers): JSON by key,
+        # other text by pattern.
+        try:
+            obj = orjson.loads(payload)
+            if not ctx.store_ip and isinstance(obj, dict):
+                obj = _without_ips(obj)
+                if isinstance(obj.get("user"), dict):
+                    obj["user"] = {k: v for k, v in obj["user"].items() if k != "ip_address"}
+            text = dumps(scrub(obj))
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            text = scrub_text(text)
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(payload).decode(), "base64"
-    headers = dict(item.headers)
+    headers = scrub(dict(item.headers))
     if error:
         headers["_weftline_error"] = error
     trace_id = ""

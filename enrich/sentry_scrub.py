@@ -5,12 +5,17 @@
   such keys are kept: `total_tokens` or `auth_attempts` counts are not secrets, and
   agent apps need them.
 - A credit-card-like number (13-19 digits, spaces or dashes allowed, Luhn-valid) is
-  replaced inside the string; the rest of the string stays.
+  replaced inside the string; the rest of the string stays. So are `Bearer …` / `Basic …`
+  credentials and the values of sensitive query parameters (`?access_token=…`) in any
+  string (URLs, messages, bodies).
+- `scrub_text` does the same to text that is not parsed (a raw item, a DLQ payload):
+  `"password": "…"` pairs in JSON text included.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 FILTERED = "[Filtered]"
@@ -29,6 +34,12 @@ SENSITIVE = (
     "cookie",
     "token",
     "session_key",
+    "api-key",
+    "bearer",
+    "jwt",
+    "card_number",
+    "cvv",
+    "cvc",
 )
 # Correlation keys that look sensitive by name but are ids Weftline joins on.
 KEEP_KEYS = frozenset(
@@ -55,15 +66,49 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+_CREDENTIAL_RE = re.compile(r"\b(Bearer|Basic|Token)(\s+)[A-Za-z0-9._~+/=-]{8,}", re.I)
+_QUERY_RE = re.compile(r"((?:^|[?&;\s])([^=&#?\s\"'<>]{1,100})=)([^&#\s\"'<>]*)")
+_PY_PAIR_RE = re.compile(r"'([^'\\]{1,100})'(\s*:\s*)'((?:[^'\\]|\\.)*)'")
+_JSON_PAIR_RE = re.compile(r'"([^"\\]{1,100})"(\s*:\s*)"((?:[^"\\]|\\.)*)"')
+
+
+def _card(m: re.Match[str]) -> str:
+    digits = re.sub(r"[ -]", "", m.group(0))
+    return FILTERED if 13 <= len(digits) <= 19 and _luhn(digits) else m.group(0)
+
+
+def _query(m: re.Match[str]) -> str:
+    return m.group(1) + FILTERED if m.group(3) and sensitive_key(m.group(2)) else m.group(0)
+
+
 def scrub_string(s: str) -> str:
-    if len(s) < 13:
+    if len(s) < 8:
         return s
+    if "=" in s:
+        s = _QUERY_RE.sub(_query, s)
+    if " " in s or "\t" in s:
+        s = _CREDENTIAL_RE.sub(lambda m: m.group(1) + m.group(2) + FILTERED, s)
+    if len(s) >= 13:
+        s = _CARD_RE.sub(_card, s)
+    return s
 
+
+def _pair(q: str) -> Callable[[re.Match[str]], str]:
     def repl(m: re.Match[str]) -> str:
-        digits = re.sub(r"[ -]", "", m.group(0))
-        return FILTERED if 13 <= len(digits) <= 19 and _luhn(digits) else m.group(0)
+        if not sensitive_key(m.group(1)):
+            return m.group(0)
+        return f"{q}{m.group(1)}{q}{m.group(2)}{q}{FILTERED}{q}"
 
-    return _CARD_RE.sub(repl, s)
+    return repl
+
+
+def scrub_text(text: str) -> str:
+    """Text that is not parsed: `"key": "value"` pairs with a sensitive key (JSON, and
+    Python reprs, which error messages quote), then what `scrub_string` replaces."""
+    if ":" in text:
+        text = _JSON_PAIR_RE.sub(_pair('"'), text)
+        text = _PY_PAIR_RE.sub(_pair("'"), text)
+    return scrub_string(text)
 
 
 def _filtered(value: Any) -> Any:

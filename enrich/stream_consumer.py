@@ -17,6 +17,7 @@ At-least-once from the stream, exactly-once as queries see it:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from weftline.enrich.sentry_scrub import scrub_text
 from weftline.ground.errors import DecodeError
 from weftline.ground.metrics import DEAD_LETTERED, PROCESSED
 from weftline.ground.outcomes import DeadReason, Outcome, count, entry_items
@@ -399,10 +401,10 @@ class StreamConsumer:
     async def _dead_letter(self, dead: list[tuple[Entry, str]]) -> None:
         pipe = self.client.pipeline(transaction=True)
         for entry, reason in dead:
-            fields: dict[Any, Any] = dict(entry.fields)
+            fields = dlq_fields(entry.fields)
             fields.update(
                 {
-                    b"reason": reason.encode()[:2000],
+                    b"reason": scrub_text(reason).encode()[:2000],  # may quote the input
                     b"source_id": entry.id,
                     b"deliveries": entry.deliveries,
                     b"dead_at": int(time.time() * 1000),
@@ -421,6 +423,23 @@ class StreamConsumer:
             count(self.kind, Outcome.DEAD_LETTERED, entry_items(entry.fields), dlq_label(reason))
         self.stats.dead += len(dead)
         log.warning("%s worker %s: %d entries dead-lettered", self.kind, self.name, len(dead))
+
+
+def dlq_fields(fields: dict[bytes, bytes]) -> dict[Any, Any]:
+    """An entry as the DLQ keeps it: PII scrubbed like stored rows. Text payloads are
+    scrubbed by pattern (keys, card numbers, credentials, secret query parameters); a
+    binary one (protobuf, tracker batches) cannot be scrubbed without decoding it, so
+    only its size and digest are kept. The client address is not kept."""
+    out: dict[Any, Any] = {k: v for k, v in fields.items() if k not in (b"ip", b"p")}
+    payload = fields.get(b"p")
+    if payload is not None:
+        try:
+            out[b"p"] = scrub_text(payload.decode("utf-8")).encode()
+        except UnicodeDecodeError:
+            out[b"p"] = b""
+            out[b"p_dropped"] = f"{len(payload)} bytes of binary, not kept (not scrubbable)"
+            out[b"p_sha256"] = hashlib.sha256(payload).hexdigest()
+    return out
 
 
 def dlq_label(reason: str) -> DeadReason:
