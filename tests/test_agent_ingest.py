@@ -201,4 +201,4 @@ def test_history_time_range_and_project_isolation(settings, valkey, ch, serve, h
     r = http.get(f"{srv.url}/api/v1/agents/a/events?from=2026-01-02T00:00:00Z", headers=auth)
     assert [e["status"] for e in r.json()["events"]] == ["idle"]
     r = http.get(f"{srv.url}/api/v1/agents/a/events?to=1767315600000&limit=10", headers=auth)
-    assert [e["ts"] for e in r.json()["events"]] == ["2026-01-01 10:00:00.000"]
+    assert [e["ts"] for e in r.json()["events"]] == ["2026-01-01T10:00:00.000Z"]

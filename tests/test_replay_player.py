@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
+from tests.test_api_times import RFC3339_MS
 from tests.test_openreplay_browser import (  # noqa: F401  (fixtures)
     PAGE_DIR,
     Watch,
@@ -261,6 +262,17 @@ def test_replay_matches_the_live_page_and_runs_nothing(
         assert state["sandbox"] == "allow-same-origin"
         ui.screenshot(path=str(shots / f"session-{name}.png"))
         assert ui.locator(".rp-url").text_content().startswith(site.url)
+        # The playhead's item is highlighted and scrolled into the list's view.
+        shown = ui.evaluate(
+            """() => {
+            const list = document.getElementById("timeline");
+            const cur = list.querySelector("li.current");
+            if (!cur) return null;
+            const a = list.getBoundingClientRect(), b = cur.getBoundingClientRect();
+            return [Number(cur.dataset.t), b.top >= a.top - 1 && b.bottom <= a.bottom + 1];
+        }"""
+        )
+        assert shown is not None and shown[1] and shown[0] <= sec + 0.001, shown
         if name == "moment1":
             # Negative control for the threshold: the same DOM without its style sheets
             # (what a player that loses React Flow's CSS would show).
@@ -320,7 +332,13 @@ def test_replay_matches_the_live_page_and_runs_nothing(
         params={"user_id": "e2e-user"},
         headers={"authorization": f"Bearer {project.query_token}"},
     ).json()["sessions"][0]
-    assert one["started_at"].endswith("Z") and len(one["started_at"]) == 24
+    assert RFC3339_MS.match(one["started_at"]) and RFC3339_MS.match(one["last_event_at"])
+    detail = http.get(
+        f"{app.url}/api/v1/sessions/{sid}",
+        headers={"authorization": f"Bearer {project.query_token}"},
+    ).json()
+    stamps = [i["ts"] for i in detail["items"]] + [i["ts"] for i in detail["timeline"]]
+    assert stamps and all(RFC3339_MS.match(t) for t in stamps), stamps[:3]
     ui.goto(f"{app.url}/ui/?user=sentry-user-7")
     row = ui.locator("#sessions tbody tr")
     assert row.count() == 1

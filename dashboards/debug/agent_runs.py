@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from weftline.enrich.genai import MODEL_OPERATIONS, RUN
+from weftline.ground.times import api_time
 
 MAX_DEPTH = 256
 
@@ -36,7 +37,8 @@ def item_type(operation: str) -> str:
 
 
 def iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="microseconds")
+    # The API's one time format (weftline.ground.times.api_time).
+    return api_time(ns // 1_000_000) or ""
 
 
 @dataclass

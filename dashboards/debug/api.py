@@ -16,6 +16,7 @@ from starlette.routing import Route
 from weftline.dashboards.debug.live_hub import LiveHub
 from weftline.ground.projects import ApiError, Projects, authorize, storage_unavailable
 from weftline.ground.rejections import Reason
+from weftline.ground.times import api_time
 from weftline.storage import genai_queries, queries
 from weftline.storage.clickhouse import ClickHouse, StorageError
 from weftline.storage.keys import agent_index_key, agent_state_key
@@ -90,7 +91,7 @@ async def agents_list(
                 "status": _s(h.get(b"status")),
                 "current_task": _s(h.get(b"current_task")) or None,
                 "metrics": orjson.loads(h.get(b"metrics") or b"{}"),
-                "last_heartbeat": datetime.fromtimestamp(hb / 1000, UTC).isoformat(),
+                "last_heartbeat": api_time(hb),
                 "heartbeat_age_seconds": round(max(0.0, now_ms - hb) / 1000, 3),
                 "seen_in": ["agent_state"],
                 "runs": 0,
@@ -174,6 +175,7 @@ class ReadApi:
             return storage_unavailable(e).response()
         for r in rows:
             r["payload"] = orjson.loads(r["payload"]) if r.get("payload") else None
+            r["ts"], r["received_at"] = api_time(r.get("ts")), api_time(r.get("received_at"))
         return JSONResponse(
             {"project_id": project.id, "agent_id": request.path_params["agent_id"], "events": rows}
         )

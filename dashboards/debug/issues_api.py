@@ -23,6 +23,7 @@ from starlette.routing import Route
 from weftline.dashboards.debug.api import parse_limit, parse_time
 from weftline.ground.projects import ApiError, Projects, authorize, storage_unavailable
 from weftline.ground.rejections import Reason
+from weftline.ground.times import api_time
 from weftline.storage import sentry_queries as q
 from weftline.storage import timeline_queries
 from weftline.storage.clickhouse import ClickHouse, StorageError
@@ -31,10 +32,19 @@ HEX32 = re.compile(r"^[0-9a-f]{32}$")
 JSON_FIELDS = ("exceptions", "contexts", "request", "breadcrumbs")
 
 
+ISSUE_TIMES = ("first_seen", "last_seen", "last_received", "status_updated_at")
+
+
 def _event(row: dict[str, Any]) -> dict[str, Any]:
     for k in JSON_FIELDS:
         row[k] = orjson.loads(row[k]) if row.get(k) else None
+    row["timestamp"], row["received_at"] = api_time(row["timestamp"]), api_time(row["received_at"])
     return row
+
+
+def _issue_view(row: dict[str, Any]) -> dict[str, Any]:
+    """Times in the API's format; a status never set is null."""
+    return {**row, **{k: api_time(row.get(k)) for k in ISSUE_TIMES if k in row}}
 
 
 class IssuesApi:
@@ -76,7 +86,9 @@ class IssuesApi:
             rows = await asyncio.to_thread(
                 q.list_issues, self.ch(), project.id, start, end, status, limit
             )
-            return JSONResponse({"project_id": project.id, "issues": rows})
+            return JSONResponse(
+                {"project_id": project.id, "issues": [_issue_view(r) for r in rows]}
+            )
 
         return await self._run(go)
 
@@ -112,9 +124,12 @@ class IssuesApi:
             return JSONResponse(
                 {
                     "project_id": project.id,
-                    "issue": issue,
+                    "issue": _issue_view(issue),
                     "latest_event": _event(latest) if latest else None,
-                    "histogram": {"interval": "1h", "buckets": hist},
+                    "histogram": {
+                        "interval": "1h",
+                        "buckets": [{**b, "hour": api_time(b["hour"])} for b in hist],
+                    },
                     **linked,
                     "sessions": sessions,
                 }
@@ -137,7 +152,7 @@ class IssuesApi:
             raise ApiError(Reason.NOT_FOUND, f"no issue {gid} in project {project.id}")
         await asyncio.to_thread(q.set_status, ch, project.id, gid, status)
         issue = await asyncio.to_thread(q.get_issue, ch, project.id, gid)
-        return JSONResponse({"project_id": project.id, "issue": issue})
+        return JSONResponse({"project_id": project.id, "issue": _issue_view(issue)})
 
     async def error(self, request: Request) -> Response:
         async def go() -> Response:

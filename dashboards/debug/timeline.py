@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from weftline.dashboards.debug.agents_api import runs_in_traces
+from weftline.ground.times import api_time
 from weftline.storage import timeline_queries as q
 from weftline.storage.clickhouse import ClickHouse
 
@@ -25,9 +26,8 @@ class Item:
 
 
 def _ts(value: str) -> str:
-    """Timestamps from ClickHouse as 'YYYY-MM-DD HH:MM:SS.fff…' → ISO 8601 with ms, UTC."""
-    head, _, frac = value.partition(".")
-    return f"{head.replace(' ', 'T')}.{(frac + '000')[:3]}Z"
+    """Timestamps from ClickHouse as 'YYYY-MM-DD HH:MM:SS.fff…' → the API's format."""
+    return api_time(value) or ""
 
 
 def _agent_title(e: dict[str, Any]) -> str:

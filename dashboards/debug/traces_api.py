@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -23,6 +22,7 @@ from weftline.dashboards.debug.api import parse_limit, parse_time
 from weftline.ground.otlp_wire import hex_id, normalize_status
 from weftline.ground.projects import ApiError, Projects, authorize, storage_unavailable
 from weftline.ground.rejections import Reason
+from weftline.ground.times import api_time
 from weftline.storage import timeline_queries
 from weftline.storage import trace_queries as tq
 from weftline.storage.clickhouse import ClickHouse, StorageError
@@ -34,8 +34,8 @@ def _ms(ns: int) -> float:
     return round(ns / 1e6, 3)
 
 
-def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat()
+def _iso(ns: int) -> str | None:
+    return api_time(ns // 1_000_000)
 
 
 def build_tree(spans: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int, int]:

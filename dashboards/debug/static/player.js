@@ -703,7 +703,7 @@ export async function mount(root) {
         el.classList.add("current");
         const list = el.parentElement;
         if (list.scrollHeight > list.clientHeight) {
-          const top = el.offsetTop - list.offsetTop;
+          const top = el.offsetTop; // the list is position: relative, its offsetParent
           if (top < list.scrollTop || top > list.scrollTop + list.clientHeight - el.offsetHeight) {
             list.scrollTop = Math.max(0, top - list.clientHeight / 3);
           }
