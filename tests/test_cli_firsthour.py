@@ -329,7 +329,12 @@ def test_worker_metrics_http_histogram_and_access_log(valkey, tmp_path):
         exprs = " ".join(
             t.get("expr", "") for p in pipeline["panels"] for t in p.get("targets", [])
         )
-        assert "weftline_worker_processed_entries_total" in exprs
+        worker_series = set(re.findall(r"weftline_(?:worker|storage)_[a-z_]+", exprs))
+        assert "weftline_worker_processed_entries_total" in worker_series
+        for name in worker_series:  # each family is served (HELP line), samples or not
+            base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+            assert f"# HELP {base}" in text, name
+        assert 'weftline_storage_insert_seconds_bucket{le="+Inf",table="agent_events"}' in text
         lines = [json.loads(x) for x in api_log.read_text().splitlines() if x.startswith("{")]
         access = [x for x in lines if x["logger"] == "weftline.access"]
         hit = next(x for x in access if x.get("request_id") == "req-42")
