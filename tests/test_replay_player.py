@@ -345,8 +345,20 @@ def test_replay_matches_the_live_page_and_runs_nothing(
     assert sid in row.text_content() and "e2e-user" in row.text_content()
     assert "HeadlessChrome" in row.text_content()
     ui.screenshot(path=str(shots / "sessions.png"))
-    # The session page shows the Sentry error in its Errors tab, with its stack.
+    # The tabs beside the player: network with headers and bodies, console, agent events.
     ui.goto(f"{app.url}/ui/sessions/{sid}")
+    ui.click(".tabs button[data-tab=network]")
+    net = ui.locator(".tab-pane[data-pane=network] li.kind-network").first
+    net.locator("summary").click()
+    body = net.locator(".detail-body").text_content()
+    assert "node=coder" in body and "content-type" in body.lower() and '"ok": true' in body
+    ui.screenshot(path=str(shots / "session-network.png"))
+    ui.click(".tabs button[data-tab=console]")
+    assert "selected node coder" in ui.text_content(".tab-pane[data-pane=console]")
+    ui.click(".tabs button[data-tab=agent]")
+    agent = ui.text_content(".tab-pane[data-pane=agent]")
+    assert "canvas node click: coder" in agent and "canvas edge connect" in agent
+    # The Errors tab shows the Sentry error with its stack.
     ui.click(".tabs button[data-tab=errors]")
     err = ui.locator(".tab-pane[data-pane=errors] li.kind-error").first
     assert "KeyError" in err.text_content()
