@@ -34,12 +34,30 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise Rejected(Reason.BODY_TOO_LARGE, f"body of {length} bytes exceeds {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Rejected(Reason.BODY_TOO_LARGE, f"body exceeds {limit} bytes")
-        chunks.append(chunk)
+    seconds = body_timeout(request)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Rejected(Reason.BODY_TOO_LARGE, f"body exceeds {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        # A body trickling in holds a connection and its buffer: it has a deadline too.
+        raise Rejected(
+            Reason.BODY_TIMEOUT, f"the body did not arrive within {seconds:g} s"
+        ) from None
     return b"".join(chunks)
+
+
+DEFAULT_BODY_TIMEOUT = 60.0
+
+
+def body_timeout(request: Request) -> float:
+    """`http_body_timeout_seconds` of the app serving the request."""
+    runtime = getattr(getattr(request.scope.get("app"), "state", None), "runtime", None)
+    settings = getattr(runtime, "settings", None)
+    return float(getattr(settings, "http_body_timeout_seconds", DEFAULT_BODY_TIMEOUT))
 
 
 async def read_decoded_body(

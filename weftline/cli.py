@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -82,6 +83,8 @@ def _banner(settings: Settings, mode: str) -> str:
 def _serve(app, settings: Settings, on_started=None) -> None:
     import uvicorn
 
+    from weftline.http_server import server_options
+
     class Server(uvicorn.Server):
         # Signals are ours: uvicorn would re-raise them after shutdown, turning a clean
         # Ctrl-C into a KeyboardInterrupt and a SIGTERM into a kill before Valkey stops.
@@ -97,6 +100,7 @@ def _serve(app, settings: Settings, on_started=None) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=30,
+        **server_options(settings),
     )
     server = Server(config)
 
@@ -169,7 +173,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         valkey = None
         valkey_url = settings.valkey_url
         if valkey_url is None:
-            valkey = EmbeddedValkey(Path(settings.data_dir) / "valkey")
+            # A password made for this run: the port is on loopback, but every local user
+            # could reach it (and the buffer holds what clients sent).
+            valkey = EmbeddedValkey(
+                Path(settings.data_dir) / "valkey", password=secrets.token_hex(24)
+            )
             print("starting embedded Valkey …", flush=True)
             valkey_url = valkey.start()
             valkey.supervise()  # restarted on its AOF if it dies

@@ -49,8 +49,12 @@ class EmbeddedValkey:
         host: str = "127.0.0.1",
         appendfsync: str = "everysec",
         extra_args: list[str] | None = None,
+        password: str | None = None,
     ) -> None:
+        """`password`: the server requires it (`--requirepass`) and `url` carries it, so
+        another local user cannot read or write the buffer through the port."""
         self.dir = Path(data_dir)
+        self.password = password
         self.host = host
         self.port = port or free_port(host)
         self.appendfsync = appendfsync
@@ -62,7 +66,8 @@ class EmbeddedValkey:
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def _stop_leftover(self) -> None:
         """A Valkey left running on this folder by a killed Weftline would share the AOF."""
@@ -106,6 +111,14 @@ class EmbeddedValkey:
             str((self.dir / "valkey.log").resolve()),
             *self.extra_args,
         ]
+        if self.password:
+            # In a config file the owner alone can read: on the command line it would
+            # show in every local user's `ps`.
+            conf = self.dir / "auth.conf"
+            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"requirepass {self.password}\n")
+            args.insert(1, str(conf.resolve()))
         self.proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
@@ -115,7 +128,9 @@ class EmbeddedValkey:
             preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(
+            host=self.host, port=self.port, password=self.password, socket_connect_timeout=0.5
+        )
         try:
             while True:
                 if self.proc.poll() is not None:

@@ -8,6 +8,7 @@ opens chDB in the data folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -136,6 +137,12 @@ class Settings(BaseSettings):
     # resources), per request; beyond either the request gets 413.
     otlp_max_records: int = Field(default=100_000, ge=1)
     otlp_max_attributes: int = Field(default=1_000_000, ge=1)
+    # The public port: a request's headers must arrive within this (else the connection
+    # is closed), its body within http_body_timeout_seconds (else 408); past
+    # http_max_connections open connections and requests, 503 at once.
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=60.0, gt=0)
+    http_max_connections: int = Field(default=1000, ge=1)
     # Every other route's body (API PATCHes, UI forms, admin queries); 413 beyond.
     max_api_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Source map uploads (POST /api/v1/sourcemaps): the whole request, maps included.
@@ -234,6 +241,7 @@ def ensure_demo_project(settings: Settings) -> ProjectConfig | None:
         return None
     path = Path(settings.data_dir) / DEMO_FILE
     if path.exists():
+        narrow(path)  # it holds the query token
         with open(path, "rb") as f:
             project = ProjectConfig(**tomllib.load(f))
     else:
@@ -245,10 +253,11 @@ def ensure_demo_project(settings: Settings) -> ProjectConfig | None:
             query_token=secrets.token_hex(20),
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
+        write_private(
+            path,
             "# Created by `weftline up` because no project was configured.\n"
             f'id = {project.id}\nname = "{project.name}"\n'
-            f'public_key = "{project.public_key}"\nquery_token = "{project.query_token}"\n'
+            f'public_key = "{project.public_key}"\nquery_token = "{project.query_token}"\n',
         )
     settings.projects = [project]
     return project
@@ -262,12 +271,28 @@ def kept_secret(data_dir: str | Path, name: str, make: Callable[[], str]) -> str
     stays the same across restarts."""
     path = Path(data_dir) / name
     if path.exists():
+        narrow(path)
         return path.read_text().strip()
     secret = make()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(secret + "\n")
+    write_private(path, secret + "\n")
     return secret
+
+
+def write_private(path: Path, text: str) -> None:
+    """A file only its owner may read (it holds a token): created 0600, never visible
+    with wider permissions, whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)  # an older file made 0644 is narrowed too
+
+
+def narrow(path: Path) -> None:
+    """An existing token file made by an older version (0644): owner only from now."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
 
 
 def ensure_replay_secret(settings: Settings) -> str:

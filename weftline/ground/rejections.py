@@ -47,6 +47,7 @@ class Reason(StrEnum):
     TOO_MANY_ITEMS = "too_many_items", 413
     TOO_MANY_RECORDS = "too_many_records", 413
     RATE_LIMITED = "rate_limited", 429
+    BODY_TIMEOUT = "body_timeout", 408
     # framing and content
     BAD_ENCODING = "bad_encoding", 400
     UNSUPPORTED_ENCODING = "unsupported_encoding", 415
