@@ -177,7 +177,7 @@ def open_session(
 
 def finish(page: Any, label: str) -> Run:
     assert page.evaluate("window.flushAll()") is True  # Sentry's queue drained
-    checkout = page.evaluate("window.checkout")
+    checkout = page.evaluate("window.checkoutResult")
     assert checkout["status"] == 500, checkout
     sent = page.evaluate("window.sentEvents")
     browser_errors = [e for e in sent if e["value"] == f"price is not a number in cart {label}"]
@@ -199,7 +199,7 @@ def act(pages: list[Any]) -> None:
     """Click the canvas node, the checkout button and the crash button on every page."""
     for selector, done in (
         (".react-flow__node[data-id^=planner]", "window.canvasPosted === 202"),
-        ("#checkout", "window.checkout !== undefined"),
+        ("#checkout", "window.checkoutResult !== undefined"),
         ("#crash", "window.sentEvents.length > 0"),
     ):
         for page in pages:

@@ -26,6 +26,8 @@ def main() -> None:
         traces_sample_rate=1.0,
         send_default_pii=True,
         auto_session_tracking=False,
+        # Not needed here, and they import the agent frameworks the test extra installs.
+        auto_enabling_integrations=False,
         _experiments={"transport_compression_algo": ALGO},
     )
     transport = sentry_sdk.get_client().transport

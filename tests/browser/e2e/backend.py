@@ -48,6 +48,9 @@ def make_app(weftline: str, key: str, dsn: str) -> Starlette:
         server_name="checkout-1",
         # Spans go through our own OTel exporter; Sentry only reads the current trace.
         integrations=[OTLPIntegration(setup_otlp_traces_exporter=False, setup_propagator=False)],
+        # The test environment carries agent frameworks (openai-agents, pydantic-ai) whose
+        # auto-enabled Sentry integrations import them: 10+ s per start on a loaded machine.
+        auto_enabling_integrations=False,
     )
     tracer = trace.get_tracer("checkout")
     w3c = TraceContextTextMapPropagator()

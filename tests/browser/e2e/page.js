@@ -101,7 +101,8 @@ createRoot(document.getElementById('canvas')).render(
 
 document.getElementById('checkout').addEventListener('click', async () => {
   const r = await fetch(backend + '/api/checkout?cart=' + label);
-  window.checkout = { status: r.status, body: await r.json() };
+  // Not `window.checkout`: that name is the button itself (named access on window).
+  window.checkoutResult = { status: r.status, body: await r.json() };
 });
 
 // The same bug in every session (one issue), with the cart in its message.
