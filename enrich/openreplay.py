@@ -32,7 +32,7 @@ from weftline.enrich.agent_events import STORED_COLUMNS as AGENT_COLUMNS
 from weftline.enrich.agent_events import decode_agent_entry
 from weftline.enrich.links import with_links
 from weftline.enrich.openreplay_decode import Batch, OpenReplayDecodeError, decode_batches
-from weftline.enrich.sentry_scrub import scrub_string
+from weftline.enrich.sentry_scrub import mask_bytes, scrub_string
 from weftline.enrich.stream_consumer import DecodeError, Entry
 from weftline.ground.config import OpenReplaySettings
 from weftline.ground.metrics import (
@@ -490,7 +490,9 @@ def decode_replay_entry(
                 "first_index": min(first.first_index, UINT64),
                 "messages": sum(len(b.messages) for b in batches),
                 "size": len(payload),
-                "body_base64": base64.b64encode(payload).decode(),
+                # The raw batch the player replays, with the same scrubber's matches
+                # masked in place (its framing intact).
+                "body_base64": base64.b64encode(mask_bytes(payload)).decode(),
                 "retention_days": retention_days,
             },
         )

@@ -143,3 +143,38 @@ def scrub(obj: Any, depth: int = 0) -> Any:
                 res.append(scrub(v, depth + 1))
         return res
     return obj
+
+
+# The same patterns over raw bytes that must keep their framing (tracker batches: every
+# string is length-prefixed): what matches is overwritten with `*` of the same length,
+# so every length stays true and the batch still decodes and replays.
+_B_CARD = re.compile(rb"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+_B_CREDENTIAL = re.compile(rb"\b(?:Bearer|Basic|Token)\s+([A-Za-z0-9._~+/=-]{8,})", re.I)
+_B_QUERY = re.compile(rb"[?&;]([A-Za-z0-9_.\-\[\]]{1,100})=([^&#\s\"'<>\\\x00-\x1f]+)")
+_B_PAIR = re.compile(
+    rb"(?:password|passwd|secret|token|api[_-]?key|auth\w*|cookie|card_number|cvv|cvc)"
+    rb"\\?\"\s*:\s*\\?\"((?:[^\"\\]|\\[^\"])*)",
+    re.I,
+)
+
+
+def _stars(data: bytearray, start: int, end: int) -> None:
+    data[start:end] = b"*" * (end - start)
+
+
+def mask_bytes(payload: bytes) -> bytes:
+    """`payload` with card numbers, credentials, secret query parameters and values under
+    secret keys overwritten in place (same length)."""
+    data = bytearray(payload)
+    for m in _B_CARD.finditer(payload):
+        digits = re.sub(rb"[ -]", b"", m.group(0))
+        if 13 <= len(digits) <= 19 and _luhn(digits.decode()):
+            _stars(data, m.start(), m.end())
+    for m in _B_CREDENTIAL.finditer(payload):
+        _stars(data, m.start(1), m.end(1))
+    for m in _B_QUERY.finditer(payload):
+        if sensitive_key(m.group(1).decode(errors="replace")):
+            _stars(data, m.start(2), m.end(2))
+    for m in _B_PAIR.finditer(payload):
+        _stars(data, m.start(1), m.end(1))
+    return bytes(data)

@@ -122,3 +122,40 @@ def test_tracker_urls_inputs_and_bodies_are_scrubbed():
     assert [r["kind"] for r in out] == ["network", "input"]
     assert leaked(text) == []
     assert "access_token=[Filtered]" in text
+
+
+def test_raw_tracker_batches_are_masked_and_still_decode():
+    """The raw batch the player replays: secrets overwritten in place, so the batch keeps
+    its framing and decodes to the same messages."""
+    import base64
+    import json
+    from pathlib import Path
+
+    from weftline.enrich.openreplay import decode_replay_entry
+    from weftline.enrich.openreplay_decode import decode_batches
+
+    data = Path(__file__).parent / "data" / "openreplay" / "reactflow_session.jsonl"
+    captured = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    original = next(bytes.fromhex(c["body_hex"]) for c in captured if c["datatype"] == "devtools")
+    secret = b"tok-123" + b"x" * 23
+    planted = original.replace(b"?key=8b58edb840eca68f5d81aef1a1eea14a", b"?token=" + secret)
+    assert secret in planted and len(planted) == len(original)
+    now = int(time.time() * 1000)
+    fields = {
+        b"t": b"batch",
+        b"p": planted,
+        b"project": b"1",
+        b"sid": b"7733000000000001",
+        b"started_at": str(now).encode(),
+        b"received_at": str(now).encode(),
+        b"delay": b"0",
+        b"dt": b"devtools",
+    }
+    out = decode_replay_entry("1-0", fields, 30, 4096)
+    [raw] = [r for t, r in out if t == "replay_batches"]
+    stored = base64.b64decode(raw["body_base64"])
+    assert secret not in stored and len(stored) == len(planted)
+    assert b"?token=" + b"*" * len(secret) in stored
+    count = sum(len(b.messages) for b in decode_batches(stored))
+    assert count == sum(len(b.messages) for b in decode_batches(planted))
+    assert leaked(orjson.dumps([r for _, r in out]).decode()) == []
