@@ -83,3 +83,20 @@ def test_waitaof_through_the_edge(valkey, vk, settings, serve):
         assert r.status_code == 202, r.text
     assert waitaof_calls(vk) - before == 3
     assert vk.xlen(in_stream("agent")) == 3
+
+
+def test_a_stopping_edge_refuses_before_the_append(valkey, vk, settings, serve):
+    """Shutdown's first step: new data gets 503 + Retry-After and nothing is appended;
+    /readyz says so, for a load balancer to move traffic away."""
+    srv = serve(settings, valkey.url, run_workers=False, open_storage=False)
+    srv.runtime.edge.accepting = False
+    r = httpx.post(
+        srv.url + "/api/v1/events",
+        json=[{"type": "task_update", "agent_id": "a", "task_id": "t", "state": "done"}],
+        headers={"X-Weftline-Key": settings.projects[0].public_key},
+    )
+    assert r.status_code == 503 and r.json()["error"] == "shutting_down"
+    assert r.headers["retry-after"] == str(settings.retry_after_seconds)
+    assert vk.xlen(in_stream("agent")) == 0
+    ready = httpx.get(srv.url + "/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["accepting"].startswith("shutting")

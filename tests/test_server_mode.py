@@ -3,6 +3,7 @@ over HTTP (the chDB HTTP test endpoint standing in for the server)."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import time
@@ -87,6 +88,7 @@ def server_env(tmp_path, valkey, ch_http_server, settings):
         batch_max_age_ms=50,
         claim_idle_ms=1500,
         batch_size=200,
+        alerts_interval_seconds=1,  # counter snapshots (the outcome balance) every second
     )
     env = {
         "VALKEY_URL": valkey.url,
@@ -136,7 +138,24 @@ def post(url: str, key: str, batch: list[dict]) -> int:
 
 
 @pytest.mark.slow
-def test_two_apis_three_workers_one_killed_counts_exact(server_env, settings, vk, tmp_path):
+def unaccounted_agent_items(url: str) -> float | None:
+    """The alert `items_unaccounted`'s metric for agent events, over every process's
+    published counters (the APIs' accepted, the workers' stored)."""
+    from weftline.dashboards.alerting.metrics import NAMED_METRICS
+    from weftline.storage.valkey import connect
+
+    async def read() -> float | None:
+        client = connect(url)
+        try:
+            samples = await NAMED_METRICS["unaccounted_items"].read(client, 60)
+        finally:
+            await client.aclose()
+        return next((v for lb, v in samples if lb["kind"] == "agent"), None)
+
+    return asyncio.run(read())
+
+
+def test_two_apis_three_workers_one_killed_counts_exact(server_env, settings, valkey, vk, tmp_path):
     cluster, ch = server_env
     apis = start_apis(cluster, 2)
     marker = tmp_path / "paused"
@@ -168,6 +187,9 @@ def test_two_apis_three_workers_one_killed_counts_exact(server_env, settings, vk
     assert all(w.poll() is None for w in workers)
     time.sleep(1)  # nothing more arrives late
     assert count_agent_events(ch) == sent
+    # Every process publishes its counters: accepted by the APIs = stored by the workers
+    # (the killed one's batch is counted once, by the worker that claimed it).
+    wait_for(lambda: unaccounted_agent_items(valkey.url) == 0, timeout=20, interval=0.5)
     print(f"\nrows stored {uniq['raw']} for {sent} events (redelivered copies collapse)")
 
 

@@ -113,6 +113,7 @@ def create_app(
     replay = OpenReplayIngest(edge, ensure_replay_secret(settings))
     runtime.edge = edge
     ops = Ops(settings, client, ch, disk)
+    ops.edge = edge
     traces_api = TracesApi(projects, lambda: runtime.ch)
     ensure_admin_token(settings)
     admin_api = AdminApi(settings, lambda: runtime.ch, valkey_url)

@@ -23,6 +23,7 @@ from weftline.ground.metrics import (
     STREAM_STALLED,
 )
 from weftline.ingest.disk import DiskReserve
+from weftline.ingest.edge import Edge
 from weftline.storage.clickhouse import ClickHouse
 from weftline.storage.keys import KINDS, in_stream
 from weftline.storage.valkey import stream_stats
@@ -40,6 +41,7 @@ class Ops:
         self.client = client
         self.ch = ch
         self.disk = disk if disk is not None else DiskReserve.from_settings(settings)
+        self.edge: Edge | None = None  # set by the app: a stopping edge is not ready
         # stream → (its oldest entry id, when this process first saw it oldest)
         self._oldest: dict[str, tuple[str, float]] = {}
 
@@ -91,6 +93,9 @@ class Ops:
         except (RedisError, OSError) as e:
             ok = False
             checks["valkey"] = f"unreachable: {e}"
+        if self.edge is not None and not self.edge.accepting:
+            ok = False
+            checks["accepting"] = "shutting down: new data gets 503"
         for space in self.disk.measure():
             state = f"{space.free} bytes free in {space.path}, reserve {space.reserve}"
             if space.low and self.disk.enabled:

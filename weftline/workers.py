@@ -68,3 +68,25 @@ async def run_consumers(consumers: list[StreamConsumer], stop: asyncio.Event) ->
         if hasattr(c.handler, "background") and id(c.handler) not in jobs:
             jobs[id(c.handler)] = c.handler.background(stop)
     await asyncio.gather(*(c.run(stop) for c in consumers), *jobs.values())
+
+
+async def publish_worker_counters(
+    client: aioredis.Redis, stop: asyncio.Event, interval: float
+) -> None:
+    """A `weftline worker` process runs no alert loop, yet its stored and dead-lettered
+    counts are half of the outcome balance the alert `items_unaccounted` checks: publish
+    them like an alert loop does, so the evaluator sees every process."""
+    from redis.exceptions import RedisError
+
+    from weftline.dashboards.alerting.metrics import publish_counters
+
+    replica = f"worker-{socket.gethostname()}-{os.getpid()}"
+    while not stop.is_set():
+        try:
+            await publish_counters(client, replica)
+        except (RedisError, OSError):
+            pass  # Valkey away: the consumers say so; the next round publishes
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            pass
