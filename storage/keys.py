@@ -98,3 +98,9 @@ def alert_groups_key() -> str:
 
 def alert_counters_stream() -> str:
     return "wl:{alerts}:counters"
+
+
+def retired_outcomes_key() -> str:
+    """Per kind, the outcome balance of processes that stopped cleanly (their final
+    snapshot), so it still counts once their snapshots leave the counters stream."""
+    return "wl:{alerts}:retired"

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from weftline.admin import AdminApi, ensure_admin_token
 from weftline.dashboards.alerting.evaluator import AlertLoop
+from weftline.dashboards.alerting.metrics import publish_counters
 from weftline.dashboards.alerting.rules import RULES_DIR, load_rules
 from weftline.dashboards.debug.agents_api import AgentRunsApi
 from weftline.dashboards.debug.agents_ui import AgentsUi
@@ -159,6 +160,10 @@ def create_app(
                     await asyncio.wait_for(task, timeout=30)
                 except TimeoutError:
                     log.warning("workers did not finish their batch in 30 s; it stays pending")
+            if runtime.alerts is not None:
+                # After the batch in hand: this process's final outcome balance.
+                with contextlib.suppress(Exception):
+                    await publish_counters(client, runtime.alerts.id, final=True)
             await client.aclose()
             if owned and runtime.ch is not None:
                 await asyncio.to_thread(runtime.ch.close)

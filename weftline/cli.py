@@ -228,7 +228,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from weftline.storage.clickhouse import clickhouse_from_settings
     from weftline.storage.migrate import migrate
     from weftline.storage.valkey import connect
-    from weftline.workers import build_consumers, publish_worker_counters, run_consumers
+    from weftline.workers import build_consumers, run_and_publish
 
     settings = _settings(args)
     url = _need_valkey(settings, "worker")
@@ -265,10 +265,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
-            await asyncio.gather(
-                run_consumers(consumers, stop),
-                publish_worker_counters(client, stop, settings.alerts_interval_seconds),
-            )
+            await run_and_publish(consumers, client, stop, settings.alerts_interval_seconds)
         finally:
             await client.aclose()
 

@@ -70,23 +70,36 @@ async def run_consumers(consumers: list[StreamConsumer], stop: asyncio.Event) ->
     await asyncio.gather(*(c.run(stop) for c in consumers), *jobs.values())
 
 
-async def publish_worker_counters(
-    client: aioredis.Redis, stop: asyncio.Event, interval: float
+async def run_and_publish(
+    consumers: list[StreamConsumer], client: aioredis.Redis, stop: asyncio.Event, interval: float
 ) -> None:
-    """A `weftline worker` process runs no alert loop, yet its stored and dead-lettered
-    counts are half of the outcome balance the alert `items_unaccounted` checks: publish
-    them like an alert loop does, so the evaluator sees every process."""
+    """`run_consumers` for a `weftline worker` process, which runs no alert loop: its
+    stored and dead-lettered counts are half of the outcome balance the alert
+    `items_unaccounted` checks, so it publishes them like an alert loop does, and a last
+    time once the batch in hand is finished."""
     from redis.exceptions import RedisError
 
     from weftline.dashboards.alerting.metrics import publish_counters
 
     replica = f"worker-{socket.gethostname()}-{os.getpid()}"
-    while not stop.is_set():
+
+    async def publish_until_stopped() -> None:
+        while not stop.is_set():
+            try:
+                await publish_counters(client, replica)
+            except (RedisError, OSError):
+                pass  # Valkey away: the consumers say so; the next round publishes
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+
+    publisher = asyncio.create_task(publish_until_stopped())
+    try:
+        await run_consumers(consumers, stop)
+    finally:
+        await publisher
         try:
-            await publish_counters(client, replica)
+            await publish_counters(client, replica, final=True)
         except (RedisError, OSError):
-            pass  # Valkey away: the consumers say so; the next round publishes
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
-        except TimeoutError:
             pass

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from weftline.ground.metrics import ACCEPTED, ITEMS, REJECTED
 from weftline.ground.outcomes import Outcome
-from weftline.storage.keys import KINDS, alert_counters_stream, dlq_stream
+from weftline.storage.keys import KINDS, alert_counters_stream, dlq_stream, retired_outcomes_key
 from weftline.storage.valkey import stream_stats
 
 Sample = tuple[dict[str, str], float]
@@ -78,16 +78,23 @@ def local_counters() -> dict[str, dict[str, float]]:
     return out
 
 
-async def publish_counters(client: aioredis.Redis, replica: str) -> None:
-    """Append this process's ingest counters (totals since it started)."""
+async def publish_counters(client: aioredis.Redis, replica: str, final: bool = False) -> None:
+    """Append this process's ingest counters (totals since it started). `final` (a clean
+    stop, after the batch in hand): its outcome balance also moves to the retired sums."""
     now_ms = int(time.time() * 1000)
-    snap = {"replica": replica, **local_counters()}
-    await client.xadd(
+    snap = {"replica": replica, "final": final, **local_counters()}
+    pipe = client.pipeline(transaction=True)
+    pipe.xadd(
         alert_counters_stream(),
         {"s": orjson.dumps(snap)},
         minid=str(now_ms - COUNTER_HISTORY_S * 1000),
         approximate=True,
     )
+    if final:
+        for kind, v in snap["unaccounted"].items():
+            if v:
+                pipe.hincrbyfloat(retired_outcomes_key(), kind, v)
+    await pipe.execute()
 
 
 def _increase(first: float, last: float) -> float:
@@ -119,9 +126,11 @@ async def _rejected_ratio(client: aioredis.Redis, window_s: float) -> list[Sampl
 
 async def _unaccounted(client: aioredis.Redis, window_s: float) -> list[Sample]:
     """Per kind: accepted − stored − deduplicated − dead-lettered − still in the stream,
-    from each replica's latest counters (0 when nothing is lost; a replica restarted with
-    entries left in the stream makes it negative, never positive)."""
-    since = int((time.time() - max(window_s, 120)) * 1000)
+    over every process: the latest snapshot of each running one (the counters stream keeps
+    six hours) plus the retired sums of those that stopped cleanly. 0 when nothing is
+    lost; never positive unless something is (a process killed outright makes it negative,
+    or, six hours on, a killed worker's share is forgotten)."""
+    since = int((time.time() - COUNTER_HISTORY_S) * 1000)
     entries = await client.xrange(alert_counters_stream(), min=f"{since}-0", max="+")
     latest: dict[str, dict[str, Any]] = {}
     for _id, fields in entries:
@@ -131,8 +140,13 @@ async def _unaccounted(client: aioredis.Redis, window_s: float) -> list[Sample]:
         return []
     left: dict[str, float] = dict.fromkeys(KINDS, 0.0)
     for snap in latest.values():
+        if snap.get("final"):
+            continue  # counted in the retired sums
         for kind, v in snap.get("unaccounted", {}).items():
             left[kind] = left.get(kind, 0.0) + v
+    for kind, v in (await client.hgetall(retired_outcomes_key())).items():
+        k = kind.decode() if isinstance(kind, bytes) else str(kind)
+        left[k] = left.get(k, 0.0) + float(v)
     stats = await stream_stats(client)
     return [({"kind": k}, v - stats.get(k, {}).get("items", 0.0)) for k, v in left.items()]
 
