@@ -37,9 +37,9 @@ from bench.harness import (  # noqa: E402
     embedded,
     header,
     loadavg,
-    measure_floor,
     pct,
-    ratio,
+    rounds,
+    rounds_report,
 )
 
 
@@ -115,24 +115,12 @@ def main() -> int:
         )
         out.append(header(f"agent events, {n} per request", wrk, args.seconds, args.connections))
         route = FloorRoute("/api/v1/events", 202, b'{"accepted":50,"id":"0-0"}')
-        ceiling = measure_floor(wrk, [route], tmp, args.seconds, args.connections)
-        floor = ceiling.floor
-        out.append(ceiling.static.line("wrk vs a static answer"))
-        out.append(floor.line("floor (bare Starlette)", n, "events"))
         with embedded(tmp, cpus, "agent", key=key) as wl:
             prof = Profile(args.profile, cpus)
-            prof.start(wl.proc.pid, args.seconds)
-            t0 = time.perf_counter()
-            edge = wrk.run(wl.base, args.seconds, args.connections)
-            drained = wl.drain("agent")
-            took = time.perf_counter() - t0
-            _, events = wl.accepted("agent")
-            out.append(edge.line("weftline edge", n, "events"))
-            out.append(f"{'':<36} {ratio(edge.rps, floor.rps, ceiling)}; load avg {loadavg()}")
-            out.append(
-                f"{'stored end to end':<36} {events:,.0f} events accepted, backlog drained "
-                f"{drained:.1f} s after the load: {events / took:,.0f} events/s"
-            )
+            prof.start(wl.proc.pid, 2 * args.seconds)
+            r = rounds(wrk, [route], tmp, wl, "agent", args.seconds, args.connections)
+            out.extend(rounds_report(r, n, "events"))
+            edge = r.weftline_total
             idle = asyncio.run(freshness(wl.base, wl.key, wl.token, args.fresh_samples, n))
             out.append(
                 f"{'freshness, no other load':<36} accepted → on the live feed p50 "

@@ -27,6 +27,7 @@ import re
 import resource
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -156,7 +157,7 @@ LUA = textwrap.dedent(
         n = n + 1
         reqs[n] = split(string.sub(blob, off + 1, off + len))
       end
-      i = (tid or 1) - 1
+      i = (%(offset)s + (tid or 1) - 1) %% n
     end
 
     function request()
@@ -234,20 +235,29 @@ class Wrk:
         self.body_bytes = sum(len(r.body) for r in requests) / max(1, len(requests))
 
     def run(
-        self, base: str, seconds: float, connections: int = 32, rate: float | None = None
+        self,
+        base: str,
+        seconds: float,
+        connections: int = 32,
+        rate: float | None = None,
+        offset: int = 0,
     ) -> WrkResult:
         """`rate` (req/s, all connections together) paces each connection with wrk's
         delay() (between an answer and the next request): a 2 s run at the bare interval
         measures the latency, which is then taken off the delay. Without it, as fast as
-        the server answers."""
+        the server answers. `offset`: the first request to send (a later run goes on where
+        an earlier one stopped, so no request is sent twice)."""
         delay = 0
         if rate:
             interval = connections * 1000 / rate
-            probe = self._run(base, 2, connections, max(1, int(interval)))
+            probe = self._run(base, 2, connections, max(1, int(interval)), offset)
+            offset += probe.requests
             delay = max(1, int(interval - probe.p50_ms))
-        return self._run(base, seconds, connections, delay)
+        return self._run(base, seconds, connections, delay, offset)
 
-    def _run(self, base: str, seconds: float, connections: int, delay: int) -> WrkResult:
+    def _run(
+        self, base: str, seconds: float, connections: int, delay: int, offset: int = 0
+    ) -> WrkResult:
         script = self.dir / f"run-{secrets.token_hex(4)}.lua"
         script.write_text(
             LUA
@@ -257,6 +267,7 @@ class Wrk:
                 "blob": self.dir / "requests.bin",
                 "index": self.dir / "requests.idx",
                 "delay_ms": delay,
+                "offset": offset % max(1, self.count),
             }
         )
         cmd = ["taskset", "-c", self.cores.load, self.exe, "-t1", f"-c{connections}"]
@@ -545,6 +556,92 @@ def measure_floor(
     return Ceiling(static, floor)
 
 
+@dataclass
+class Rounds:
+    """The floor and Weftline measured in alternating slices of the same run: on a shared
+    machine the load moves within a minute, and a ratio of two runs a minute apart says
+    more about the neighbours than about Weftline. Each round: the stream drained, a
+    floor slice, a Weftline slice, then the time until its backlog is drained again."""
+
+    static: WrkResult
+    floor: list[WrkResult]
+    weftline: list[WrkResult]
+    accepted_items: list[float]
+    drains: list[float]
+
+    @staticmethod
+    def _total(results: list[WrkResult]) -> WrkResult:
+        return WrkResult(
+            requests=sum(r.requests for r in results),
+            seconds=sum(r.seconds for r in results),
+            errors=sum(r.errors for r in results),
+            non_2xx=sum(r.non_2xx for r in results),
+            p50_ms=statistics.median(r.p50_ms for r in results),
+            p90_ms=statistics.median(r.p90_ms for r in results),
+            p99_ms=statistics.median(r.p99_ms for r in results),
+            wrk_cpu=max(r.wrk_cpu for r in results),
+            connections=results[0].connections,
+        )
+
+    @property
+    def floor_total(self) -> WrkResult:
+        return self._total(self.floor)
+
+    @property
+    def weftline_total(self) -> WrkResult:
+        return self._total(self.weftline)
+
+    @property
+    def ceiling(self) -> Ceiling:
+        return Ceiling(self.static, self.floor_total)
+
+    def ratios(self) -> list[float]:
+        return [w.rps / f.rps for f, w in zip(self.floor, self.weftline, strict=True) if f.rps]
+
+    def ratio_text(self) -> str:
+        problem = self.ceiling.problem()
+        if problem:
+            return f"no ratio: {problem}"
+        rs = self.ratios()
+        spread = ", ".join(f"{r:.3f}" for r in rs)
+        return f"{statistics.median(rs):.3f}× floor (median of rounds: {spread})"
+
+    def stored_rate(self) -> float:
+        """Items accepted over load time plus the time until each backlog was drained."""
+        busy = sum(w.seconds for w in self.weftline) + sum(self.drains)
+        return sum(self.accepted_items) / busy if busy else 0.0
+
+
+def rounds(
+    wrk: Wrk,
+    routes: Sequence[FloorRoute],
+    workdir: Path,
+    wl: Embedded,
+    kind: str,
+    seconds: float,
+    connections: int,
+    count: int = 3,
+) -> Rounds:
+    """`seconds` of load on each of the floor and Weftline, in `count` alternating slices;
+    Weftline's requests go on where the previous slice stopped."""
+    with static_server(workdir, wrk.cores) as base:
+        static = wrk.run(base, min(seconds, 5), connections)
+    floors, wls, items, drains = [], [], [], []
+    sent = 0
+    with floor_server(routes, workdir, wrk.cores) as floor_base:
+        for _ in range(count):
+            wl.drain(kind)
+            floors.append(wrk.run(floor_base, seconds / count, connections))
+            before = wl.accepted(kind)
+            w = wrk.run(wl.base, seconds / count, connections, offset=sent)
+            sent += w.requests
+            drains.append(wl.drain(kind))
+            after = wl.accepted(kind)
+            wls.append(w)
+            items.append(after[1] - before[1])
+    return Rounds(static, floors, wls, items, drains)
+
+
 def ratio(value: float, floor: float, ceiling: Ceiling) -> str:
     problem = ceiling.problem()
     if problem:
@@ -640,3 +737,16 @@ def summarize(path: Path, top: int = 25) -> str:
     for name, n in sorted(leaf.items(), key=lambda kv: -kv[1])[:top]:
         rows.append(f"    {n / total:6.1%}  {name}")
     return "\n".join(rows)
+
+
+def rounds_report(r: Rounds, items: float, unit: str) -> list[str]:
+    """The standard lines: what wrk reaches, the floor, Weftline, the ratio, stored."""
+    w = r.weftline_total
+    return [
+        r.static.line("wrk vs a static answer"),
+        r.floor_total.line(f"floor (bare Starlette), {len(r.floor)} slices", items, unit),
+        w.line(f"weftline edge, {len(r.weftline)} slices", items, unit),
+        f"{'':<36} {r.ratio_text()}; load avg {loadavg()}",
+        f"{'stored end to end':<36} {sum(r.accepted_items):,.0f} {unit} accepted, backlogs "
+        f"drained {sum(r.drains):.1f} s after the slices: {r.stored_rate():,.0f} {unit}/s",
+    ]

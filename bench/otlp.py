@@ -17,7 +17,6 @@ import argparse
 import secrets
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -30,9 +29,8 @@ from bench.harness import (  # noqa: E402
     cores,
     embedded,
     header,
-    loadavg,
-    measure_floor,
-    ratio,
+    rounds,
+    rounds_report,
 )
 
 
@@ -95,24 +93,12 @@ def main() -> int:
         title = f"OTLP/HTTP {args.encoding}, {n} spans × {args.attributes} attributes per request"
         out.append(header(title, wrk, args.seconds, args.connections))
         route = FloorRoute("/v1/traces", 200, b"", "application/x-protobuf")
-        ceiling = measure_floor(wrk, [route], tmp, args.seconds, args.connections)
-        floor = ceiling.floor
-        out.append(ceiling.static.line("wrk vs a static answer"))
-        out.append(floor.line("floor (bare Starlette)", n, "spans"))
         with embedded(tmp, cpus, "otlp", key=key) as wl:
             prof = Profile(args.profile, cpus)
-            prof.start(wl.proc.pid, args.seconds)
-            t0 = time.perf_counter()
-            edge = wrk.run(wl.base, args.seconds, args.connections)
-            drained = wl.drain("otlp")
-            took = time.perf_counter() - t0
-            _, spans = wl.accepted("otlp")
-            out.append(edge.line("weftline edge", n, "spans"))
-            out.append(f"{'':<36} {ratio(edge.rps, floor.rps, ceiling)}; load avg {loadavg()}")
-            out.append(
-                f"{'stored end to end':<36} {spans:,.0f} spans accepted, backlog drained "
-                f"{drained:.1f} s after the load: {spans / took:,.0f} spans/s"
-            )
+            prof.start(wl.proc.pid, 2 * args.seconds)
+            r = rounds(wrk, [route], tmp, wl, "otlp", args.seconds, args.connections)
+            out.extend(rounds_report(r, n, "spans"))
+            edge = r.weftline_total
             half = wrk.run(wl.base, args.seconds, args.connections, rate=edge.rps / 2)
             wl.drain("otlp")
             out.append(half.line("weftline at half the rate", n, "spans"))

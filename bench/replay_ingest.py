@@ -46,9 +46,8 @@ from bench.harness import (  # noqa: E402
     cores,
     embedded,
     header,
-    loadavg,
-    measure_floor,
-    ratio,
+    rounds,
+    rounds_report,
 )
 from weftline.enrich.openreplay import event_rows  # noqa: E402
 from weftline.enrich.openreplay_decode import decode_batches  # noqa: E402
@@ -164,10 +163,6 @@ def main() -> int:
         with embedded(tmp, cpus, "replay", retention_days=3650, key=key) as wl:
             tokens = start_sessions(wl.base, key, start, args.sessions)
             wrk = Wrk(batch_requests(tokens, batches), tmp, cpus)
-            # the floor runs while this server idles on the same core: its workers block
-            # on an empty stream, which costs nothing measurable
-            ceiling = measure_floor(wrk, routes, tmp, args.seconds, args.connections)
-            floor = ceiling.floor
             out.append(
                 header(
                     f"OpenReplay tracker batches ({len(batches)} per session, "
@@ -177,31 +172,27 @@ def main() -> int:
                     args.connections,
                 )
             )
-            out.append(ceiling.static.line("wrk vs a static answer"))
-            out.append(floor.line("floor (bare Starlette)"))
             starts, _ = wl.accepted("replay")
             prof = Profile(args.profile, cpus)
-            prof.start(wl.proc.pid, args.seconds)
-            t0 = time.perf_counter()
-            edge = wrk.run(wl.base, args.seconds, args.connections)
-            drained = wl.drain("replay")
-            took = time.perf_counter() - t0
+            prof.start(wl.proc.pid, 2 * args.seconds)
+            r = rounds(wrk, routes, tmp, wl, "replay", args.seconds, args.connections)
+            out.extend(rounds_report(r, 1, "batches"))
             decoded = wl.metric("weftline_replay_messages_decoded_total")
-            out.append(edge.line("weftline edge"))
-            out.append(f"{'':<36} {ratio(edge.rps, floor.rps, ceiling)}; load avg {loadavg()}")
+            busy = sum(w.seconds for w in r.weftline) + sum(r.drains)
             out.append(
-                f"{'stored end to end':<36} {decoded:,.0f} tracker messages decoded, backlog "
-                f"drained {drained:.1f} s after the load: {decoded / took:,.0f} messages/s"
+                f"{'':<36} {decoded:,.0f} tracker messages decoded and stored: "
+                f"{decoded / busy:,.0f} messages/s end to end"
             )
-            first = wl.accepted("replay")[0] - starts
-            # the half-rate run starts again from the first batch: what it resends is the
-            # same batch, stored once
-            half = wrk.run(wl.base, args.seconds, args.connections, rate=edge.rps / 2)
+            edge = r.weftline_total
+            half = wrk.run(
+                wl.base, args.seconds, args.connections, rate=edge.rps / 2, offset=edge.requests
+            )
             wl.drain("replay")
-            second = wl.accepted("replay")[0] - starts - first
             out.append(half.line("weftline at half the rate"))
+            sent = wl.accepted("replay")[0] - starts
         stored = count_stored(bench_env(), wl.data)
-    distinct = int(min(max(first, second), wrk.count))
+    # the half-rate run goes on after the last batch sent, unless every batch was sent
+    distinct = int(min(sent, wrk.count))
     out.append(
         f"{'stored (FINAL)':<36} {stored['batches']:,} raw batches of {distinct:,}"
         f" distinct accepted, {stored['messages']:,} messages,"

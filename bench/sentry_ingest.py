@@ -49,10 +49,9 @@ from bench.harness import (  # noqa: E402
     cores,
     embedded,
     header,
-    loadavg,
-    measure_floor,
     pinned,
-    ratio,
+    rounds,
+    rounds_report,
 )
 from weftline.embedded import free_port  # noqa: E402
 
@@ -242,48 +241,36 @@ def main() -> int:
         wrk = Wrk(requests("1", key), tmp, cpus)
         title = "Sentry envelopes, one event per request"
         out.append(header(title, wrk, args.seconds, args.connections))
-        ceiling = measure_floor(wrk, [route], tmp, args.seconds, args.connections)
-        floor = ceiling.floor
-        out.append(ceiling.static.line("wrk vs a static answer"))
-        out.append(floor.line("floor (bare Starlette)", 1, "events"))
         with embedded(tmp, cpus, "sentry", key=key) as wl:
             prof = Profile(args.profile, cpus)
-            prof.start(wl.proc.pid, args.seconds)
-            t0 = time.perf_counter()
-            edge = wrk.run(wl.base, args.seconds, args.connections)
-            drained = wl.drain("sentry")
-            took = time.perf_counter() - t0
-            accepted, _ = wl.accepted("sentry")
-            out.append(edge.line("weftline edge", 1, "events"))
-            out.append(f"{'':<36} {ratio(edge.rps, floor.rps, ceiling)}; load avg {loadavg()}")
-            out.append(
-                f"{'stored end to end':<36} {accepted:,.0f} accepted, backlog drained "
-                f"{drained:.1f} s after the load: {accepted / took:,.0f} events/s"
-            )
-            weftline_e2e = accepted / took
+            prof.start(wl.proc.pid, 2 * args.seconds)
+            r = rounds(wrk, [route], tmp, wl, "sentry", args.seconds, args.connections)
+            out.extend(rounds_report(r, 1, "events"))
+            edge = r.weftline_total
+            weftline_e2e = r.stored_rate()
             half = wrk.run(wl.base, args.seconds, args.connections, rate=edge.rps / 2)
             wl.drain("sentry")
             out.append(half.line("weftline at half the rate", 1, "events"))
-            r = httpx.get(
+            got = httpx.get(
                 f"{wl.base}/api/v1/issues",
                 params={"limit": 1000},
                 headers={"authorization": f"Bearer {wl.token}"},
                 timeout=60,
             )
-            stored = sum(i["count"] for i in r.json()["issues"])
+            stored = sum(i["count"] for i in got.json()["issues"])
             want, _ = wl.accepted("sentry")
             out.append(f"{'stored (issues API)':<36} {stored:,} events of {want:,.0f} accepted")
         if not args.no_bugsink:
             try:
-                got = bugsink_run(args, tmp, cpus)
+                peer = bugsink_run(args, tmp, cpus)
             except Exception as e:  # report why, keep the other results
-                got = f"not run: {type(e).__name__}: {e}"
-            if isinstance(got, tuple):
-                out.append(got[0])
-                if got[1] > 0:
-                    out.append(f"{'weftline / bugsink, stored':<36} {weftline_e2e / got[1]:,.0f}×")
+                peer = f"not run: {type(e).__name__}: {e}"
+            if isinstance(peer, tuple):
+                out.append(peer[0])
+                if peer[1] > 0:
+                    out.append(f"{'weftline / bugsink, stored':<36} {weftline_e2e / peer[1]:,.0f}×")
             else:
-                out.append(f"{'bugsink':<36} {got}")
+                out.append(f"{'bugsink':<36} {peer}")
     print("\n".join(out))
     if args.profile:
         print(prof.summary())

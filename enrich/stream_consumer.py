@@ -85,7 +85,7 @@ class ConsumerOptions:
     batch_size: int = 2000
     batch_max_items: int = 20_000
     batch_max_age_ms: int = 200
-    min_flush_interval_ms: int = 25
+    min_flush_interval_ms: int = 100
     claim_idle_ms: int = 30_000
     max_deliveries: int = 5
     idle_block_ms: int = 1000

@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     batch_size: int = 2000
     batch_max_items: int = 20_000
     batch_max_age_ms: int = 100
-    min_flush_interval_ms: int = 25
+    min_flush_interval_ms: int = 100
     claim_idle_ms: int = 30_000
     max_deliveries: int = 5
     workers_per_stream: int = 1
