@@ -251,7 +251,7 @@ class Wrk:
         if rate:
             interval = connections * 1000 / rate
             probe = self._run(base, 2, connections, max(1, int(interval)), offset)
-            offset += probe.requests
+            offset += probe.requests + connections  # past what was still in flight
             delay = max(1, int(interval - probe.p50_ms))
         return self._run(base, seconds, connections, delay, offset)
 
@@ -568,6 +568,7 @@ class Rounds:
     weftline: list[WrkResult]
     accepted_items: list[float]
     drains: list[float]
+    next_offset: int = 0  # where a further run should start, so nothing is sent twice
 
     @staticmethod
     def _total(results: list[WrkResult]) -> WrkResult:
@@ -634,12 +635,13 @@ def rounds(
             floors.append(wrk.run(floor_base, seconds / count, connections))
             before = wl.accepted(kind)
             w = wrk.run(wl.base, seconds / count, connections, offset=sent)
-            sent += w.requests
+            # past the requests still in flight when wrk stopped (sent, not counted)
+            sent += w.requests + connections
             drains.append(wl.drain(kind))
             after = wl.accepted(kind)
             wls.append(w)
             items.append(after[1] - before[1])
-    return Rounds(static, floors, wls, items, drains)
+    return Rounds(static, floors, wls, items, drains, sent)
 
 
 def ratio(value: float, floor: float, ceiling: Ceiling) -> str:

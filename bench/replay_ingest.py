@@ -185,7 +185,7 @@ def main() -> int:
             )
             edge = r.weftline_total
             half = wrk.run(
-                wl.base, args.seconds, args.connections, rate=edge.rps / 2, offset=edge.requests
+                wl.base, args.seconds, args.connections, rate=edge.rps / 2, offset=r.next_offset
             )
             wl.drain("replay")
             out.append(half.line("weftline at half the rate"))
