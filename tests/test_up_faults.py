@@ -4,6 +4,7 @@ idle and under load, a second instance on the same data folder, a taken port."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -34,6 +35,20 @@ def alive(pid: int) -> bool:
         and "zombie"
         not in Path(f"/proc/{pid}/status").read_text().lower().split("state:")[1].split("\n")[0]
     )
+
+
+LIVE: dict[str, str] = {}
+
+
+def read_live(url: str, token: str) -> None:
+    with httpx.stream(
+        "GET", f"{url}/api/v1/live", headers={"authorization": f"Bearer {token}"}, timeout=30
+    ) as r:
+        LIVE["live_open"] = str(r.status_code)
+        text = ""
+        for chunk in r.iter_text():
+            text += chunk
+        LIVE["live_closed"] = text.strip()
 
 
 def send_until_accepted(
@@ -184,8 +199,15 @@ def test_a_second_up_is_refused_and_an_idle_ctrl_c_is_quick_and_quiet(tmp_path):
                     == 1
                 )
             )
+        # A live tail left open (the debugging UI's) must not hold the stop.
+        token = re.search(r"query token\s+(\S+)", first.text()).group(1)
+        live = threading.Thread(target=read_live, args=(first.url, token), daemon=True)
+        live.start()
+        wait_for(lambda: "live_open" in LIVE, 10)
     finally:
         took = first.ctrl_c()
+    live.join(5)
+    assert LIVE.get("live_closed", "").endswith("server stopping, closing (reconnect to continue)")
     log = first.text()
     print(f"idle Ctrl-C took {took:.2f} s")
     # Measured 1.0-1.4 s on a quiet machine (README); the bound leaves room for a loaded

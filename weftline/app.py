@@ -60,6 +60,7 @@ class Runtime:
     alerts: AlertLoop | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     edge: Edge | None = None
+    live: LiveHub | None = None
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Stop accepting data (503 + Retry-After from now on) and wait for the appends
@@ -67,6 +68,8 @@ class Runtime:
         if self.edge is None:
             return
         self.edge.accepting = False
+        if self.live is not None:
+            self.live.close_all()
         deadline = asyncio.get_running_loop().time() + timeout
         while self.edge.in_flight and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
@@ -113,6 +116,7 @@ def create_app(
     sessions_api = SessionsApi(projects, ch)
     replay = OpenReplayIngest(edge, ensure_replay_secret(settings))
     runtime.edge = edge
+    runtime.live = read_api.hub
     ops = Ops(settings, client, ch, disk)
     ops.edge = edge
     traces_api = TracesApi(projects, lambda: runtime.ch)

@@ -56,6 +56,15 @@ class LiveHub:
         self.readers: list[Reader] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self.closing = False
+
+    def close_all(self) -> None:
+        """Shutdown: end every stream now (an open SSE response would hold the server's
+        graceful stop for its whole timeout); EventSource reconnects once we are back."""
+        self.closing = True
+        for r in self.readers:
+            with contextlib.suppress(asyncio.QueueFull):
+                r.queue.put_nowait(None)  # wakes the reader's loop
 
     def _admit(self, project_id: int, token: str) -> Reader:
         if len(self.readers) >= self.max_streams:
@@ -140,7 +149,7 @@ class LiveHub:
         last_event = loop.time()
         try:
             yield b": connected\n\n"
-            while not reader.overflowed:
+            while not reader.overflowed and not self.closing:
                 idle_left = self.idle_seconds - (loop.time() - last_event)
                 if idle_left <= 0:
                     yield b": idle, closing (reconnect to continue)\n\n"
@@ -160,6 +169,9 @@ class LiveHub:
                     kind = str(item.get("type", "message")).encode()
                     yield b"event: " + kind + b"\ndata: " + orjson.dumps(item) + b"\n\n"
                     last_event = loop.time()
+            if self.closing:
+                yield b": server stopping, closing (reconnect to continue)\n\n"
+                return
             yield b": too far behind, closing (reconnect to continue)\n\n"
         finally:
             self.leave(reader)
