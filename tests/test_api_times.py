@@ -23,6 +23,7 @@ def test_every_input_gives_the_same_format():
     assert api_time(datetime(2026, 12, 1, 22, 6, 40, 171_000, tzinfo=east)) == want
     ms = int(datetime(2026, 12, 1, 20, 6, 40, 171_000, tzinfo=UTC).timestamp() * 1000)
     assert api_time(ms) == want
+    assert api_time(ms + 0.9) == want  # float epoch ms (ns / 1e6 upstream): truncated
     assert all(RFC3339_MS.match(api_time(v) or "") for v in ("1970-01-02 00:00:00.000", 0))
 
 

@@ -333,6 +333,7 @@ def test_replay_matches_the_live_page_and_runs_nothing(
         headers={"authorization": f"Bearer {project.query_token}"},
     ).json()["sessions"][0]
     assert RFC3339_MS.match(one["started_at"]) and RFC3339_MS.match(one["last_event_at"])
+    assert one["rev_id"] is None and one["user_id"] == "e2e-user"  # missing is null, not ""
     detail = http.get(
         f"{app.url}/api/v1/sessions/{sid}",
         headers={"authorization": f"Bearer {project.query_token}"},

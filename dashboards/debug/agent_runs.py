@@ -38,7 +38,7 @@ def item_type(operation: str) -> str:
 
 def iso(ns: int) -> str:
     # The API's one time format (weftline.ground.times.api_time).
-    return api_time(ns // 1_000_000) or ""
+    return api_time(int(ns) // 1_000_000) or ""
 
 
 @dataclass

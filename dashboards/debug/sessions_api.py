@@ -94,6 +94,10 @@ def session_view(row: dict[str, Any]) -> dict[str, Any]:
         if k in out:
             out[k] = int(out[k])
     out["ended"] = bool(out.get("ended"))
+    # Missing is null, not "" (the columns are non-nullable Strings) nor 0 for a size.
+    for k, v in out.items():
+        if v == "" or (k in ("screen_width", "screen_height") and v == 0):
+            out[k] = None
     return out
 
 

@@ -35,7 +35,7 @@ def _ms(ns: int) -> float:
 
 
 def _iso(ns: int) -> str | None:
-    return api_time(ns // 1_000_000)
+    return api_time(int(ns) // 1_000_000)
 
 
 def build_tree(spans: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int, int]:

@@ -42,15 +42,16 @@ def parse_ch_ms(text: str) -> int:
     return int(dt.replace(tzinfo=UTC).timestamp() * 1000)
 
 
-def api_time(value: str | datetime | int | None) -> str | None:
+def api_time(value: str | datetime | float | None) -> str | None:
     """The API's one time format: RFC 3339 in UTC with milliseconds and `Z`
     (`2026-12-01T20:06:40.171Z`). Takes ClickHouse DateTime64 text (any precision,
-    truncated to the millisecond), a datetime (naive = UTC) or epoch ms; None and empty
+    truncated to the millisecond), a datetime (naive = UTC) or epoch ms (int or float,
+    truncated); None and empty
     text stay None (missing, not a time)."""
     if value is None or value == "":
         return None
-    if isinstance(value, int):
-        value = EPOCH + timedelta(milliseconds=value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = EPOCH + timedelta(milliseconds=int(value))
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
