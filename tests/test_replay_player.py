@@ -261,6 +261,8 @@ def test_replay_matches_the_live_page_and_runs_nothing(
         assert state["img"] is None  # the recorded src is kept aside, never loaded
         assert state["sandbox"] == "allow-same-origin"
         ui.screenshot(path=str(shots / f"session-{name}.png"))
+        # The page URL (long, with its query) wraps or clips: the page is no wider.
+        assert ui.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
         assert ui.locator(".rp-url").text_content().startswith(site.url)
         # The playhead's item is highlighted and scrolled into the list's view.
         shown = ui.evaluate(
@@ -346,6 +348,13 @@ def test_replay_matches_the_live_page_and_runs_nothing(
     assert sid in row.text_content() and "e2e-user" in row.text_content()
     assert "HeadlessChrome" in row.text_content()
     ui.screenshot(path=str(shots / "sessions.png"))
+    # At a laptop's width too, no long URL widens the session page.
+    ui.set_viewport_size(LIVE)
+    ui.goto(f"{app.url}/ui/sessions/{sid}")
+    ui.wait_for_selector("#replay.rp-ready", timeout=15_000)
+    assert ui.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
+    ui.screenshot(path=str(shots / "session-1280.png"))
+    ui.set_viewport_size(UI)
     # The tabs beside the player: network with headers and bodies, console, agent events.
     ui.goto(f"{app.url}/ui/sessions/{sid}")
     ui.click(".tabs button[data-tab=network]")

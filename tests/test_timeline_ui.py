@@ -246,6 +246,7 @@ def test_ui_pages_in_chromium(timeline_server, ch, tmp_path):
         page.goto(f"{srv.url}/ui/traces?min_duration_ms=abc")
         assert "min_duration_ms" in page.text_content(".flash")
         page.goto(f"{srv.url}/ui/traces")
+        assert page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
         page.screenshot(path=str(shots / "traces.png"), full_page=True)
         # A trace id nothing is stored for: a page that says so, not a bare text.
         r = page.goto(f"{srv.url}/ui/traces/{'e' * 32}")
