@@ -21,6 +21,12 @@ from weftline.storage.clickhouse import ClickHouse
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
+def fresh_now() -> datetime:
+    """Data seeded relative to the wall clock at seeding (not at import): a test that runs
+    minutes after collection still sees "5 minutes ago" as 5 minutes ago."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
 def iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
 
@@ -47,7 +53,8 @@ def store_agent_events(
     return data
 
 
-def agent_dataset(now: datetime = NOW) -> dict[int, list[dict[str, Any]]]:
+def agent_dataset(now: datetime | None = None) -> dict[int, list[dict[str, Any]]]:
+    now = now or fresh_now()  # at call time: a long test run moves on
     rnd = random.Random(7)
     p1: list[dict[str, Any]] = []
     for minute in range(60, 0, -1):
@@ -141,7 +148,8 @@ def agent_dataset(now: datetime = NOW) -> dict[int, list[dict[str, Any]]]:
     return {1: p1, 2: p2}
 
 
-def seed_agents(ch: ClickHouse, now: datetime = NOW) -> None:
+def seed_agents(ch: ClickHouse, now: datetime | None = None) -> None:
+    now = now or fresh_now()  # at call time: a long test run moves on
     for project, events in agent_dataset(now).items():
         for i in range(0, len(events), 100):
             store_agent_events(ch, project, events[i : i + 100])
@@ -151,7 +159,10 @@ def _ts9(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def span_rows(now: datetime = NOW, project_id: int = 1, count: int = 120) -> list[dict[str, Any]]:
+def span_rows(
+    now: datetime | None = None, project_id: int = 1, count: int = 120
+) -> list[dict[str, Any]]:
+    now = now or fresh_now()  # at call time: a long test run moves on
     rnd = random.Random(11)
     rows = []
     for i in range(count):
@@ -221,7 +232,8 @@ def span_rows(now: datetime = NOW, project_id: int = 1, count: int = 120) -> lis
     return rows
 
 
-def seed_spans(ch: ClickHouse, now: datetime = NOW) -> None:
+def seed_spans(ch: ClickHouse, now: datetime | None = None) -> None:
+    now = now or fresh_now()  # at call time: a long test run moves on
     ch.insert("spans", span_rows(now), f"otlp:seed:{secrets.token_hex(4)}")
 
 
@@ -250,8 +262,9 @@ def session_vitals(i: int) -> dict[str, float]:
     }
 
 
-def replay_entries(now: datetime = NOW, project_id: int = 1) -> list[tuple[str, dict]]:
+def replay_entries(now: datetime | None = None, project_id: int = 1) -> list[tuple[str, dict]]:
     """(entry id, fields) as the edge enqueues them: a start and a batch per session."""
+    now = now or fresh_now()  # at call time: a long test run moves on
     from weftline.enrich.openreplay_decode import encode_message as m
 
     out: list[tuple[str, dict]] = []
@@ -324,7 +337,8 @@ def store_entries(handler: Any, entries: list[tuple[str, dict]], token: str) -> 
     asyncio.run(handler.store(rows, token))
 
 
-def seed_replay(ch: ClickHouse, now: datetime = NOW) -> None:
+def seed_replay(ch: ClickHouse, now: datetime | None = None) -> None:
+    now = now or fresh_now()  # at call time: a long test run moves on
     handler = replay_handler(ch)
     for eid, fields in replay_entries(now):
         store_entries(handler, [(eid, fields)], f"replay:{eid}:{eid}:1")
@@ -412,8 +426,9 @@ def error_envelope(spec: ErrorSpec, k: int, at: datetime) -> tuple[str, bytes]:
     return event_id, env
 
 
-def sentry_entries(now: datetime = NOW) -> dict[str, list[tuple[str, dict]]]:
+def sentry_entries(now: datetime | None = None) -> dict[str, list[tuple[str, dict]]]:
     """Entries per issue key; received when the error happened."""
+    now = now or fresh_now()  # at call time: a long test run moves on
     out: dict[str, list[tuple[str, dict]]] = {}
     n = 0
     for spec in error_specs():
@@ -441,9 +456,10 @@ def group_of(ch: ClickHouse, entries: list[tuple[str, dict]]) -> str:
     return next(r.data["group_id"] for r in rows if r.table == "sentry_errors")
 
 
-def seed_sentry(ch: ClickHouse, now: datetime = NOW) -> dict[str, str]:
+def seed_sentry(ch: ClickHouse, now: datetime | None = None) -> dict[str, str]:
     """Stores every error; resolves issue A two days ago (so its new events regress it).
     Returns issue key → group id."""
+    now = now or fresh_now()  # at call time: a long test run moves on
     handler = sentry_handler(ch)
     entries = sentry_entries(now)
     for es in entries.values():
