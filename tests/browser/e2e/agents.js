@@ -75,7 +75,9 @@ const nodes = [
   { id: 'planner', type: 'default', position: { x: 40, y: 40 }, data: { label: 'Planner' } },
   { id: 'coder', type: 'default', position: { x: 260, y: 40 }, data: { label: 'Coder' } },
 ];
-const edges = [{ id: 'e1', source: 'planner', target: 'coder' }];
+// No edges: nodes alone start runs (an edge's SVG path was logged as malformed by
+// Chromium, the attribute masked with asterisks, in some runs).
+const edges = [];
 createRoot(document.getElementById('canvas')).render(
   h(ReactFlow, { nodes, edges, onNodeClick, fitView: false, proOptions: { hideAttribution: true } }),
 );
