@@ -137,7 +137,6 @@ def post(url: str, key: str, batch: list[dict]) -> int:
     raise AssertionError("not accepted after 50 tries")
 
 
-@pytest.mark.slow
 def unaccounted_agent_items(url: str) -> float | None:
     """The alert `items_unaccounted`'s metric for agent events, over every process's
     published counters (the APIs' accepted, the workers' stored)."""
@@ -155,6 +154,7 @@ def unaccounted_agent_items(url: str) -> float | None:
     return asyncio.run(read())
 
 
+@pytest.mark.slow
 def test_two_apis_three_workers_one_killed_counts_exact(server_env, settings, valkey, vk, tmp_path):
     cluster, ch = server_env
     apis = start_apis(cluster, 2)
