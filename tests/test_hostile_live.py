@@ -18,25 +18,26 @@ def open_stream(client: httpx.Client, url: str, token: str):
 
 
 def test_readers_share_one_subscription_within_caps(settings, valkey, vk, ch, serve):
-    settings.live_max_streams = 40
-    settings.live_max_streams_per_token = 30
+    # The issue's 200 readers (which once took every pooled connection: ingest 503).
+    settings.live_max_streams = 200
+    settings.live_max_streams_per_token = 150
     srv = serve(settings, valkey.url, ch=ch)
     p1, p2 = settings.projects
     before = vk.info("clients")["connected_clients"]
-    client = httpx.Client(timeout=20, limits=httpx.Limits(max_connections=100))
+    client = httpx.Client(timeout=20, limits=httpx.Limits(max_connections=300))
     opened = []
     try:
-        for _ in range(30):
+        for _ in range(150):
             opened.append(open_stream(client, srv.url, p1.query_token))
         assert all(r.status_code == 200 for _, r in opened)
-        # Thirty readers, one Valkey subscription: the connections are not the readers'.
+        # 150 readers, one Valkey subscription: the connections are not the readers'.
         assert vk.info("clients")["connected_clients"] - before <= 3
         r = client.get(
             srv.url + "/api/v1/live", headers={"authorization": f"Bearer {p1.query_token}"}
         )
         assert r.status_code == 429 and r.json()["error"] == "too_many_live_streams"
         assert r.headers["retry-after"]
-        for _ in range(10):
+        for _ in range(50):
             opened.append(open_stream(client, srv.url, p2.query_token))
         r = client.get(
             srv.url + "/api/v1/live", headers={"authorization": f"Bearer {p2.query_token}"}
