@@ -22,10 +22,10 @@ from weftline.storage.clickhouse import ClickHouse, StorageError
 from weftline.storage.keys import agent_index_key, agent_state_key
 
 SSE_KEEPALIVE_SECONDS = 15.0
-# What the tables can hold: their TTL and partition keys go through DateTime (UInt32
-# seconds, 1970 to 2106); a time outside would reach ClickHouse as an overflow.
+# What ClickHouse can compare with the tables' times: DateTime64(9) holds 1970 to
+# 2262-04-11; a time outside reaches it as an overflow ("Decimal math overflow").
 TIME_MIN = datetime(1970, 1, 1)
-TIME_MAX = datetime(2106, 2, 7)
+TIME_MAX = datetime(2262, 4, 11)
 
 
 def parse_time(raw: str | None, name: str) -> datetime | None:
