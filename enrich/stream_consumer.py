@@ -125,6 +125,7 @@ class StreamConsumer:
         self.stats = ConsumerStats()
         self._last_claim = 0.0
         self._last_flush = 0.0
+        self._items_per_entry = 1.0  # learnt from each batch, to size the next reads
         self._claim_cursor = "0-0"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -223,12 +224,12 @@ class StreamConsumer:
                 wait = self._last_flush + opts.min_flush_interval_ms / 1000 - now
                 wait = min(wait, started + opts.batch_max_age_ms / 1000 - now)
                 block = max(1, int(wait * 1000)) if wait > 0 else None
+            # Entries read are this consumer's: ask only for what the item budget leaves,
+            # at the items per entry seen so far (one entry can hold 100 spans).
+            room = (opts.batch_max_items - items) / self._items_per_entry
+            count = max(1, min(opts.batch_size - len(batch), int(room)))
             resp = await self.client.xreadgroup(
-                GROUP,
-                self.name,
-                {self.stream: ">"},
-                count=opts.batch_size - len(batch),
-                block=block,
+                GROUP, self.name, {self.stream: ">"}, count=count, block=block
             )
             if not resp:
                 break  # idle (or the interval is over): what we have goes now
@@ -245,6 +246,7 @@ class StreamConsumer:
                 started = time.monotonic()
         if batch:
             self._last_flush = time.monotonic()
+            self._items_per_entry = max(1.0, items / len(batch))
         return batch
 
     async def _process(self, batch: Sequence[Entry], stop: asyncio.Event) -> None:
