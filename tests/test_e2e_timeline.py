@@ -268,7 +268,9 @@ def test_session_timeline_correlates_every_signal(settings, valkey, ch, serve, h
                 and complete(d, run)
                 and d
             ),
-            timeout=40,
+            # The tracker sends its last batch on its own schedule (seen arriving up to a
+            # minute after the page's actions in CI); what is asserted does not change.
+            timeout=120,
             interval=0.3,
         )
     timings["correlated"] = time.monotonic() - t0 - timings["setup"] - timings["browser"]
