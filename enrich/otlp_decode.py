@@ -243,6 +243,20 @@ def _severity_number(n: int) -> int:
     return n if 0 <= n <= 255 else 0
 
 
+def record_uid(seen: Counter[bytes], *parts: bytes) -> int:
+    """A record's id: its content (with its resource and scope) hashed, plus its occurrence
+    number among identical records of this request — an exporter retrying the request gets
+    the same ids (and collapses), identical records sent together stay distinct."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    digest = h.digest()
+    seen[digest] += 1
+    uid = hashlib.blake2b(digest + seen[digest].to_bytes(4, "little"), digest_size=8).digest()
+    return int.from_bytes(uid, "little")
+
+
 def logs_of(req: ExportLogsServiceRequest, received_ns: int) -> Decoded[LogRow]:
     """`log_uid` hashes the record's content, with its resource and scope, plus its
     occurrence number among identical records in this request: an exporter retrying the
@@ -261,21 +275,15 @@ def logs_of(req: ExportLogsServiceRequest, received_ns: int) -> Decoded[LogRow]:
                 if problem is not None:
                     out.problems[problem] += 1
                     continue
-                h = hashlib.blake2b(digest_size=16)
-                for part in (res_key, scope_key, rec.SerializeToString(deterministic=True)):
-                    h.update(len(part).to_bytes(8, "little"))
-                    h.update(part)
-                digest = h.digest()
-                seen[digest] += 1
-                uid = hashlib.blake2b(
-                    digest + seen[digest].to_bytes(4, "little"), digest_size=8
-                ).digest()
+                uid = record_uid(
+                    seen, res_key, scope_key, rec.SerializeToString(deterministic=True)
+                )
                 attrs = attributes_map(rec.attributes)
                 body = rec.body
                 observed = rec.observed_time_unix_nano or received_ns
                 out.records.append(
                     LogRow(
-                        log_uid=int.from_bytes(uid, "little"),
+                        log_uid=uid,
                         time_ns=rec.time_unix_nano or observed,
                         observed_ns=observed,
                         severity_number=_severity_number(rec.severity_number),

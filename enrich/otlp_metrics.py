@@ -10,7 +10,6 @@ together stay distinct.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from typing import Any
 
@@ -18,7 +17,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from weftline.enrich.otlp_decode import UNKNOWN_SERVICE, Decoded, attributes_map
+from weftline.enrich.otlp_decode import UNKNOWN_SERVICE, Decoded, attributes_map, record_uid
 from weftline.ground.otlp_wire import metric_point_problem, parse_request
 from weftline.ground.times import ch_ns
 
@@ -99,23 +98,16 @@ def metrics_of(
                     if problem is not None:
                         out.problems[problem] += 1
                         continue
-                    h = hashlib.blake2b(digest_size=16)
-                    for part in (
+                    uid = record_uid(
+                        seen,
                         res_key,
                         scope_key,
                         metric_key,
                         p.SerializeToString(deterministic=True),
-                    ):
-                        h.update(len(part).to_bytes(8, "little"))
-                        h.update(part)
-                    digest = h.digest()
-                    seen[digest] += 1
-                    uid = hashlib.blake2b(
-                        digest + seen[digest].to_bytes(4, "little"), digest_size=8
-                    ).digest()
+                    )
                     row = {
                         "project_id": project_id,
-                        "point_uid": int.from_bytes(uid, "little"),
+                        "point_uid": uid,
                         "service_name": service,
                         "metric_name": m.name,
                         "metric_description": m.description,
