@@ -225,40 +225,29 @@ def project_variable() -> dict[str, Any]:
     )
 
 
-def service_variable() -> dict[str, Any]:
+def distinct_variable(name: str, label: str, column: str, table: str) -> dict[str, Any]:
+    """A dropdown of the distinct values of one rollup column in the time range."""
     return query_variable(
-        "service",
-        "Service",
-        """
-        SELECT DISTINCT service_name FROM ${db}.spans_1m
+        name,
+        label,
+        f"""
+        SELECT DISTINCT {column} FROM ${{db}}.{table}
         WHERE $__timeFilter(minute) AND $__conditionalAll(project_id IN ($project), $project)
         ORDER BY 1
         """,
     )
+
+
+def service_variable() -> dict[str, Any]:
+    return distinct_variable("service", "Service", "service_name", "spans_1m")
 
 
 def release_variable() -> dict[str, Any]:
-    return query_variable(
-        "release",
-        "Release",
-        """
-        SELECT DISTINCT release FROM ${db}.sentry_errors_1m
-        WHERE $__timeFilter(minute) AND $__conditionalAll(project_id IN ($project), $project)
-        ORDER BY 1
-        """,
-    )
+    return distinct_variable("release", "Release", "release", "sentry_errors_1m")
 
 
 def environment_variable() -> dict[str, Any]:
-    return query_variable(
-        "environment",
-        "Environment",
-        """
-        SELECT DISTINCT environment FROM ${db}.sentry_errors_1m
-        WHERE $__timeFilter(minute) AND $__conditionalAll(project_id IN ($project), $project)
-        ORDER BY 1
-        """,
-    )
+    return distinct_variable("environment", "Environment", "environment", "sentry_errors_1m")
 
 
 BARS = {"drawStyle": "bars", "fillOpacity": 80, "stacking": {"mode": "normal"}}
